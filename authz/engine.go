@@ -1,0 +1,261 @@
+package authz
+
+import (
+	"context"
+	"errors"
+
+	"log/slog"
+	"strings"
+
+	"github.com/phantom-authz/phantom-authz/authz/credential"
+	"github.com/phantom-authz/phantom-authz/authz/token"
+)
+
+// Config assembles an Engine from its stages.
+type Config struct {
+	// Resolver resolves credentials. Nil turns the credential and resolve
+	// stages off: the policy alone decides and reads the headers itself, as
+	// OPA-Envoy policies do.
+	Resolver Resolver
+	// Decider is the policy stage; required.
+	Decider Decider
+	// Minter signs the upstream JWT when the token came without one; nil
+	// forwards only tokens that carry their own JWT.
+	Minter Minter
+	// Realm is the realm of WWW-Authenticate challenges (default "phantom-authz").
+	Realm string
+	// PublicPaths need no credential: exact paths, or prefixes ending in "*".
+	// Envoy can also mark a route public with context_extensions public: "true".
+	PublicPaths []string
+	// OwnedHeaders are request headers phantom-authz owns (exact names, or
+	// prefixes ending in "*"); any a client sends are removed on allow.
+	OwnedHeaders []string
+	// MaxHeaderBytes bounds the total size of request headers (default 64 KiB).
+	MaxHeaderBytes int
+	// Logger receives one line per denial (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Engine runs the stages in order for each request: credential → resolve →
+// decide → respond. It is safe for concurrent use.
+type Engine struct {
+	cfg         Config
+	ownedExact  map[string]bool
+	ownedPrefix []string
+	publicExact map[string]bool
+	publicPref  []string
+}
+
+// New checks cfg and returns an Engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Decider == nil {
+		return nil, errors.New("authz: a Decider is required")
+	}
+	if cfg.Realm == "" {
+		cfg.Realm = "phantom-authz"
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 64 << 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Engine{cfg: cfg, ownedExact: map[string]bool{}, publicExact: map[string]bool{}}
+	for _, h := range cfg.OwnedHeaders {
+		if p, ok := strings.CutSuffix(strings.ToLower(h), "*"); ok {
+			e.ownedPrefix = append(e.ownedPrefix, p)
+		} else {
+			e.ownedExact[strings.ToLower(h)] = true
+		}
+	}
+	for _, p := range cfg.PublicPaths {
+		if pre, ok := strings.CutSuffix(p, "*"); ok {
+			e.publicPref = append(e.publicPref, pre)
+		} else {
+			e.publicExact[p] = true
+		}
+	}
+	return e, nil
+}
+
+// Ready reports whether the engine can decide (policies compiled).
+func (e *Engine) Ready() bool { return e.cfg.Decider.Ready() }
+
+// PrepareToken does, once per resolved token, the work every later request
+// with it would otherwise repeat: it mints the upstream JWT when the OAuth
+// server gave none, then lets the decider precompute the token's policy
+// input. The resolver runs it before caching the token.
+func (e *Engine) PrepareToken(tok *token.Token) error {
+	if tok.JWT == "" && e.cfg.Minter != nil {
+		if err := e.cfg.Minter.Mint(tok); err != nil {
+			return err
+		}
+	}
+	if p, ok := e.cfg.Decider.(TokenPreparer); ok {
+		return p.PrepareToken(tok)
+	}
+	return nil
+}
+
+// Check decides one request. It never fails: every error becomes a denial
+// (fail closed).
+func (e *Engine) Check(ctx context.Context, r *Request) Decision {
+	d := e.check(ctx, r)
+	if !d.Allowed {
+		e.finishDenial(&d)
+		e.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "denied",
+			slog.String("reason", d.Reason), slog.Int("status", d.Status),
+			slog.String("method", r.Method), slog.String("path", pathOnly(r.Path)),
+			slog.String("route", r.ContextExtensions["api"]), slog.String("request_id", r.ID))
+	}
+	return d
+}
+
+func (e *Engine) check(ctx context.Context, r *Request) Decision {
+	if r.Method == "" {
+		return deny(400, "invalid_request", "invalid_request", "The request carries no HTTP attributes.")
+	}
+	size := 0
+	for k, v := range r.Headers {
+		size += len(k) + len(v)
+	}
+	if size > e.cfg.MaxHeaderBytes {
+		return deny(431, "headers_too_large", "", "The request headers are too large.")
+	}
+
+	var tok *token.Token
+	if e.cfg.Resolver != nil && !e.public(r) {
+		cred, err := credential.FromHeaders(r.Headers, rawPairs(r.RawHeaders), r.Path)
+		if err != nil {
+			return credentialDenial(err)
+		}
+		tok, err = e.cfg.Resolver.Resolve(ctx, cred)
+		if err != nil {
+			return tokenDenial(err)
+		}
+	}
+
+	d, err := e.cfg.Decider.Decide(ctx, r, tok)
+	switch {
+	case errors.Is(err, ErrInvalidInput):
+		return deny(400, "invalid_request", "invalid_request", sentence(err))
+	case err != nil:
+		return deny(503, "policy_error", "", "The authorization policy could not be evaluated.")
+	case !d.Allowed:
+		return d
+	}
+	e.forward(r, tok, &d)
+	return d
+}
+
+// forward puts the JWT on the upstream request and strips the headers
+// phantom-authz owns, so a client can never spoof them.
+func (e *Engine) forward(r *Request, tok *token.Token, d *Decision) {
+	if tok != nil {
+		if tok.JWT == "" {
+			// An active token without an upstream JWT means minting is off;
+			// never pass the client's opaque token on.
+			d.RemoveHeaders = append(d.RemoveHeaders, "authorization")
+		} else {
+			d.Headers = append(d.Headers, Header{Key: "authorization", Value: "Bearer " + tok.JWT})
+		}
+	}
+	for k := range r.Headers {
+		if e.owned(k) && !hasHeader(d.Headers, k) {
+			d.RemoveHeaders = append(d.RemoveHeaders, k)
+		}
+	}
+}
+
+func (e *Engine) owned(name string) bool {
+	if e.ownedExact[name] {
+		return true
+	}
+	for _, p := range e.ownedPrefix {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) public(r *Request) bool {
+	if r.ContextExtensions["public"] == "true" {
+		return true
+	}
+	if len(e.publicExact) == 0 && len(e.publicPref) == 0 {
+		return false
+	}
+	p := pathOnly(r.Path)
+	if e.publicExact[p] {
+		return true
+	}
+	for _, pre := range e.publicPref {
+		if strings.HasPrefix(p, pre) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasHeader(hs []Header, name string) bool {
+	for _, h := range hs {
+		if strings.EqualFold(h.Key, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func rawPairs(hs []Header) [][2]string {
+	if hs == nil {
+		return nil
+	}
+	out := make([][2]string, len(hs))
+	for i, h := range hs {
+		out[i] = [2]string{h.Key, h.Value}
+	}
+	return out
+}
+
+func pathOnly(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// sentence is the reason an error carries after its "stage: " prefixes, for
+// a client-facing detail.
+func sentence(err error) string {
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		s = s[i+2:]
+	}
+	if s == "" {
+		return "The request is invalid."
+	}
+	return strings.ToUpper(s[:1]) + s[1:] + "."
+}
+
+func credentialDenial(err error) Decision {
+	if errors.Is(err, credential.ErrMissing) {
+		return deny(401, "missing_token", "", "The request carries no access token.")
+	}
+	return deny(400, "invalid_request", "invalid_request", sentence(err))
+}
+
+func tokenDenial(err error) Decision {
+	switch {
+	case errors.Is(err, token.ErrInactive):
+		return deny(401, "invalid_token", "invalid_token", "The access token is not active.")
+	case errors.Is(err, token.ErrInvalid):
+		return deny(401, "invalid_token", "invalid_token", "The access token is invalid.")
+	default:
+		return deny(503, "unavailable", "", "The authorization server could not be reached; try again later.")
+	}
+}
+
+func deny(status int, reason, code, detail string) Decision {
+	return Decision{Status: status, Reason: reason, Error: code, Detail: detail}
+}

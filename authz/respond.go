@@ -1,0 +1,80 @@
+package authz
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+)
+
+// finishDenial completes a denial as a client expects it: a WWW-Authenticate
+// challenge for 401s and OAuth error codes (RFC 6750 §3, RFC 9470), and a
+// problem+json body (RFC 9457) unless the policy wrote its own body.
+func (e *Engine) finishDenial(d *Decision) {
+	if d.Status == 0 {
+		d.Status = http.StatusForbidden
+	}
+	if d.Reason == "" {
+		d.Reason = "policy_denied"
+	}
+	if (d.Status == http.StatusUnauthorized || d.Error != "") && !hasHeader(d.Headers, "www-authenticate") {
+		d.Headers = append(d.Headers, Header{Key: "www-authenticate", Value: e.challenge(d)})
+	}
+	if d.Body == "" {
+		d.Headers = append(d.Headers, Header{Key: "content-type", Value: "application/problem+json"})
+		d.Body = problem(d)
+	}
+}
+
+// challenge builds `Bearer realm="…", error="…", error_description="…", scope="…"`.
+func (e *Engine) challenge(d *Decision) string {
+	var b strings.Builder
+	b.WriteString(`Bearer realm="`)
+	b.WriteString(e.cfg.Realm)
+	b.WriteByte('"')
+	if d.Error != "" {
+		param(&b, "error", d.Error)
+		if d.Detail != "" {
+			param(&b, "error_description", d.Detail)
+		}
+		if d.Scope != "" {
+			param(&b, "scope", d.Scope)
+		}
+	}
+	return b.String()
+}
+
+// param appends `, name="value"`, keeping value to the characters RFC 6750
+// allows in a quoted auth-param (%x20-21 / %x23-5B / %x5D-7E).
+func param(b *strings.Builder, name, value string) {
+	b.WriteString(", ")
+	b.WriteString(name)
+	b.WriteString(`="`)
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+}
+
+type problemBody struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Scope  string `json:"scope,omitempty"`
+}
+
+func problem(d *Decision) string {
+	b, _ := json.Marshal(problemBody{
+		Type:   "about:blank",
+		Title:  http.StatusText(d.Status),
+		Status: d.Status,
+		Detail: d.Detail,
+		Error:  d.Error,
+		Scope:  d.Scope,
+	})
+	return string(b)
+}

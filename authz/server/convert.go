@@ -1,0 +1,145 @@
+package server
+
+import (
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/phantom-authz/phantom-authz/authz"
+)
+
+// ToRequest converts Envoy's CheckRequest into the engine's Request. A
+// request without HTTP attributes converts to a Request with no Method, which
+// the engine denies.
+func ToRequest(in *authv3.CheckRequest) *authz.Request {
+	a := in.GetAttributes()
+	h := a.GetRequest().GetHttp()
+	r := &authz.Request{
+		ID:                h.GetId(),
+		Method:            h.GetMethod(),
+		Scheme:            h.GetScheme(),
+		Host:              h.GetHost(),
+		Path:              h.GetPath(),
+		Protocol:          h.GetProtocol(),
+		Fragment:          h.GetFragment(),
+		Query:             h.GetQuery(),
+		Headers:           h.GetHeaders(),
+		Body:              h.GetBody(),
+		RawBody:           h.GetRawBody(),
+		Size:              h.GetSize(),
+		Source:            toPeer(a.GetSource()),
+		Destination:       toPeer(a.GetDestination()),
+		ContextExtensions: a.GetContextExtensions(),
+		TLSSNI:            a.GetTlsSession().GetSni(),
+	}
+	if t := a.GetRequest().GetTime(); t != nil {
+		r.Time = t.AsTime()
+	}
+	if hm := h.GetHeaderMap(); hm != nil && len(hm.GetHeaders()) > 0 {
+		// encode_raw_headers: every occurrence arrives separately, so
+		// duplicated headers (two Authorization, two DPoP) can be seen.
+		r.RawHeaders = make([]authz.Header, 0, len(hm.GetHeaders()))
+		joined := make(map[string]string, len(hm.GetHeaders()))
+		for _, hv := range hm.GetHeaders() {
+			k := strings.ToLower(hv.GetKey())
+			v := hv.GetValue()
+			if raw := hv.GetRawValue(); len(raw) > 0 {
+				v = string(raw)
+			}
+			r.RawHeaders = append(r.RawHeaders, authz.Header{Key: k, Value: v})
+			if prev, ok := joined[k]; ok {
+				joined[k] = prev + "," + v
+			} else {
+				joined[k] = v
+			}
+		}
+		if len(r.Headers) == 0 {
+			r.Headers = joined
+		}
+	}
+	if md := a.GetMetadataContext().GetFilterMetadata(); len(md) > 0 {
+		r.MetadataContext = make(map[string]any, len(md))
+		for k, s := range md {
+			r.MetadataContext[k] = s.AsMap()
+		}
+	}
+	return r
+}
+
+func toPeer(p *authv3.AttributeContext_Peer) authz.Peer {
+	if p == nil {
+		return authz.Peer{}
+	}
+	out := authz.Peer{
+		Service:     p.GetService(),
+		Labels:      p.GetLabels(),
+		Principal:   p.GetPrincipal(),
+		Certificate: p.GetCertificate(),
+	}
+	if sa := p.GetAddress().GetSocketAddress(); sa != nil {
+		out.Address = sa.GetAddress()
+		out.Port = sa.GetPortValue()
+	}
+	return out
+}
+
+// ToResponse converts the engine's Decision into Envoy's CheckResponse. A
+// denial is a successful RPC whose status is UNAUTHENTICATED (HTTP 401) or
+// PERMISSION_DENIED (anything else), never a gRPC error: Envoy treats errors
+// as failures, not answers.
+func ToResponse(d authz.Decision) *authv3.CheckResponse {
+	resp := &authv3.CheckResponse{}
+	if md := toStruct(d.DynamicMetadata); md != nil {
+		resp.DynamicMetadata = md
+	}
+	if d.Allowed {
+		resp.Status = &rpcstatus.Status{Code: int32(code.Code_OK)}
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:              headerOptions(d.Headers),
+			HeadersToRemove:      d.RemoveHeaders,
+			ResponseHeadersToAdd: headerOptions(d.ResponseHeaders),
+		}}
+		return resp
+	}
+	c := code.Code_PERMISSION_DENIED
+	if d.Status == 401 {
+		c = code.Code_UNAUTHENTICATED
+	}
+	resp.Status = &rpcstatus.Status{Code: int32(c), Message: d.Reason}
+	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+		Headers: headerOptions(d.Headers),
+		Body:    d.Body,
+	}}
+	return resp
+}
+
+func headerOptions(hs []authz.Header) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: h.Key, Value: h.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		}
+	}
+	return out
+}
+
+func toStruct(m map[string]any) *structpb.Struct {
+	if len(m) == 0 {
+		return nil
+	}
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		return nil
+	}
+	return s
+}

@@ -1,0 +1,53 @@
+// Package token resolves a presented access token into a Token: opaque
+// tokens by OAuth introspection (RFC 7662, RFC 9701, or the phantom-token
+// application/jwt answer), JWTs by value through the issuers' JWKS. Results
+// are cached by the token's SHA-256 and concurrent misses share one call.
+package token
+
+import (
+	"errors"
+	"time"
+)
+
+// Kind says how the token was presented.
+type Kind string
+
+// The token kinds the policy sees as input.token.kind.
+const (
+	KindOpaque Kind = "opaque"
+	KindJWT    Kind = "jwt"
+)
+
+// Token is a resolved access token.
+type Token struct {
+	// Active is false for a token the OAuth server does not know or has revoked.
+	Active bool
+	Kind   Kind
+	// Scopes are the space-separated "scope" claim, split.
+	Scopes []string
+	// Claims are all claims (introspection answer or JWT payload).
+	Claims   map[string]any
+	ClientID string
+	Subject  string
+	// Expiry is the token's exp; zero when it has none.
+	Expiry time.Time
+	// JWT is the token to forward upstream: the OAuth server's JWT, the
+	// client's own JWT (by value) or one minted by authz/mint. JWTExpiry is
+	// its exp; the cache never keeps the Token past it.
+	JWT       string
+	JWTExpiry time.Time
+	// Prepared holds what later stages compute once per token and reuse on
+	// every request while the token is cached (the policy input of the token).
+	// Set by the Resolver's Prepare hook before the token enters the cache.
+	Prepared any
+}
+
+// Errors a Resolver returns, each mapping to exactly one denial.
+var (
+	// ErrInactive: the token is unknown, expired or revoked (401 invalid_token).
+	ErrInactive = errors.New("token: inactive")
+	// ErrInvalid: a JWT failed verification (401 invalid_token).
+	ErrInvalid = errors.New("token: invalid")
+	// ErrUnavailable: the OAuth server or JWKS could not answer (503).
+	ErrUnavailable = errors.New("token: authorization server unavailable")
+)

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/phantom-authz/phantom-authz/authz/server"
+	"github.com/phantom-authz/phantom-authz/authz/telemetry"
+)
+
+// drainTimeout bounds how long SIGTERM waits for in-flight checks.
+const drainTimeout = 10 * time.Second
+
+func serveCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve Envoy's ext_authz gRPC API and the health/JWKS HTTP endpoints",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(path)
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "YAML configuration file (defaults serve without one)")
+	return cmd
+}
+
+func serve(path string) error {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	log := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	st, err := build(cfg, log)
+	if err != nil {
+		return &exitError{1, err}
+	}
+	defer st.close()
+	go st.policy.Watch(ctx)
+
+	glis, err := net.Listen("tcp", cfg.GRPC.Addr)
+	if err != nil {
+		return &exitError{1, fmt.Errorf("grpc.addr: %w", err)}
+	}
+	hlis, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return &exitError{1, fmt.Errorf("http.addr: %w", err)}
+	}
+
+	hs := health.NewServer()
+	gs := server.NewGRPC(st.engine, hs, grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvBytes))
+	// SERVING only while a compiled policy set is loaded.
+	status := func() healthpb.HealthCheckResponse_ServingStatus {
+		if st.engine.Ready() {
+			return healthpb.HealthCheckResponse_SERVING
+		}
+		return healthpb.HealthCheckResponse_NOT_SERVING
+	}
+	hs.SetServingStatus("", status())
+	hs.SetServingStatus("envoy.service.auth.v3.Authorization", status())
+
+	hsrv := &http.Server{
+		Handler:           server.NewHTTPHandler(server.HTTPConfig{Ready: st.engine.Ready, JWKS: st.jwks}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(glis) }()
+	go func() {
+		if err := hsrv.Serve(hlis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	log.Info("serving", slog.String("grpc", glis.Addr().String()), slog.String("http", hlis.Addr().String()),
+		slog.String("policy_revision", st.policy.Revision()), slog.String("version", version))
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return &exitError{1, err}
+	}
+
+	// Drain: report NOT_SERVING so Envoy's health checks move away, finish
+	// in-flight checks, then exit 0.
+	log.Info("draining")
+	hs.Shutdown()
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainTimeout):
+		gs.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	_ = hsrv.Shutdown(sctx)
+	log.Info("stopped")
+	return nil
+}

