@@ -22,8 +22,12 @@ test: tools ## Install what the tests need, then run every test, end-to-end incl
 unit: ## Unit tests only (no tools needed).
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
-run: tools build ## Start the local stack.
-	$(BIN)/phantom-authz serve
+run: tools build build-demo-api ## Start the local stack: Hydra, phantom-authz, the demo API and Envoy (Ctrl-C stops it).
+	bash envoy/local/run.sh
+
+.PHONY: build-demo-api
+build-demo-api: ## Build the demo upstream API (echoes the headers it receives) into bin/.
+	$(GO) build -o $(BIN)/demo-api ./cmd/demo-api
 
 bench: ## Engine benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem ./authz/...

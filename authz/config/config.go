@@ -80,6 +80,7 @@ type Introspection struct {
 	AuthMethod        string   `yaml:"auth_method"`
 	PrivateKeyFile    string   `yaml:"private_key_file"`
 	PrivateKeyID      string   `yaml:"private_key_id"`
+	PrivateKeyAlg     string   `yaml:"private_key_alg"`
 	Response          string   `yaml:"response"`
 	AllowInsecureHTTP bool     `yaml:"allow_insecure_http"`
 	CAFile            string   `yaml:"ca_file"`

@@ -116,7 +116,7 @@ func header(headers map[string]string, raw [][2]string, name string) (string, in
 	var rv string
 	n := 0
 	for _, h := range raw {
-		if strings.EqualFold(h[0], name) {
+		if len(h[0]) == len(name) && strings.EqualFold(h[0], name) {
 			if n++; n > 1 {
 				return "", 2
 			}

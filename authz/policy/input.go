@@ -103,12 +103,26 @@ var interned = func() map[string]*ast.Term {
 	return m
 }()
 
+// builder builds one input. Its terms come from a slab: one allocation for
+// a dozen terms instead of one each.
+type builder struct {
+	slab []ast.Term
+}
+
+func (b *builder) term(v ast.Value) *ast.Term {
+	if len(b.slab) == cap(b.slab) {
+		b.slab = make([]ast.Term, 0, 16)
+	}
+	b.slab = append(b.slab, ast.Term{Value: v})
+	return &b.slab[len(b.slab)-1]
+}
+
 // str returns the term for s, shared when s is a common string.
-func str(s string) *ast.Term {
+func (b *builder) str(s string) *ast.Term {
 	if t, ok := interned[s]; ok {
 		return t
 	}
-	return ast.StringTerm(s)
+	return b.term(ast.String(s))
 }
 
 // fields collects an object's items on the stack before ast.NewObject copies
@@ -128,45 +142,47 @@ func (f *fields) add(k, v *ast.Term) {
 	f.more = append(f.more, [2]*ast.Term{k, v})
 }
 
-// str adds a string field, leaving it out when empty as protojson does.
-func (f *fields) str(need *need, k *ast.Term, v string) {
+// str adds a string field if the policy reads it, leaving it out when empty
+// as protojson does.
+func (f *fields) str(b *builder, need *need, k *ast.Term, v string) {
 	if v != "" && need.has(k) {
-		f.add(k, str(v))
+		f.add(k, b.str(v))
 	}
-}
-
-func (f *fields) term() *ast.Term {
-	if len(f.more) == 0 {
-		return ast.NewTerm(ast.NewObject(f.items[:f.n]...))
-	}
-	return ast.NewTerm(ast.NewObject(append(f.items[:f.n:f.n], f.more...)...))
 }
 
 // empty reports whether no field was added.
 func (f *fields) empty() bool { return f.n == 0 }
 
+func (b *builder) object(f *fields) *ast.Term {
+	if len(f.more) == 0 {
+		return b.term(ast.NewObject(f.items[:f.n]...))
+	}
+	return b.term(ast.NewObject(append(f.items[:f.n:f.n], f.more...)...))
+}
+
 // buildInput returns the policy input for r and tok, limited to what n (the
 // loaded policy set) reads.
-func buildInput(n *need, r *authz.Request, tok *tokenInput) (ast.Value, error) {
+func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
+	var b builder
 	var in fields
 
 	if a := n.child(kAttributes); a != nil {
-		in.add(kAttributes, attributes(a, r))
+		in.add(kAttributes, b.attributes(a, r))
 	}
 
 	path, query := splitTarget(r)
-	if pn := n.child(kParsedPath); pn != nil {
-		t, err := parsedPath(path)
+	if n.has(kParsedPath) {
+		t, err := b.parsedPath(path)
 		if err != nil {
 			return nil, err
 		}
 		in.add(kParsedPath, t)
 	}
-	if qn := n.child(kParsedQuery); qn != nil {
+	if n.has(kParsedQuery) {
 		in.add(kParsedQuery, parsedQuery(query))
 	}
 
-	parsed, truncated, err := body(r, n.child(kParsedBody) != nil)
+	parsed, truncated, err := body(r, n.has(kParsedBody))
 	if err != nil {
 		return nil, err
 	}
@@ -182,23 +198,23 @@ func buildInput(n *need, r *authz.Request, tok *tokenInput) (ast.Value, error) {
 	if tok != nil && n.has(kToken) {
 		in.add(kToken, tok.term)
 	}
-	return in.term().Value, nil
+	return b.object(&in), nil
 }
 
-func attributes(n *need, r *authz.Request) *ast.Term {
+func (b *builder) attributes(n *need, r *authz.Request) *ast.Term {
 	var a fields
 	if pn := n.child(kSource); pn != nil {
-		if t := peer(pn, &r.Source); t != nil {
+		if t := b.peer(pn, &r.Source); t != nil {
 			a.add(kSource, t)
 		}
 	}
 	if pn := n.child(kDestination); pn != nil {
-		if t := peer(pn, &r.Destination); t != nil {
+		if t := b.peer(pn, &r.Destination); t != nil {
 			a.add(kDestination, t)
 		}
 	}
 	if rn := n.child(kRequest); rn != nil {
-		a.add(kRequest, request(rn, r))
+		a.add(kRequest, b.request(rn, r))
 	}
 	if len(r.ContextExtensions) > 0 && n.has(kContextExt) {
 		a.add(kContextExt, stringMap(r.ContextExtensions))
@@ -211,42 +227,42 @@ func attributes(n *need, r *authz.Request) *ast.Term {
 	if r.TLSSNI != "" && n.has(kTLSSession) {
 		a.add(kTLSSession, ast.ObjectTerm(ast.Item(kSNI, ast.StringTerm(r.TLSSNI))))
 	}
-	return a.term()
+	return b.object(&a)
 }
 
 // peer returns the protojson shape of an AttributeContext.Peer, or nil when
 // it is empty.
-func peer(n *need, p *authz.Peer) *ast.Term {
+func (b *builder) peer(n *need, p *authz.Peer) *ast.Term {
 	var f fields
 	if (p.Address != "" || p.Port != 0) && n.has(kAddress) {
 		var sa fields
-		sa.str(all, kAddress, p.Address)
+		sa.str(b, all, kAddress, p.Address)
 		if p.Port != 0 {
 			sa.add(kPortValue, ast.InternedTerm(int(p.Port)))
 		}
-		f.add(kAddress, ast.ObjectTerm(ast.Item(kSocketAddress, sa.term())))
+		f.add(kAddress, ast.ObjectTerm(ast.Item(kSocketAddress, b.object(&sa))))
 	}
-	f.str(n, kService, p.Service)
+	f.str(b, n, kService, p.Service)
 	if len(p.Labels) > 0 && n.has(kLabels) {
 		f.add(kLabels, stringMap(p.Labels))
 	}
-	f.str(n, kPrincipal, p.Principal)
-	f.str(n, kCertificate, p.Certificate)
+	f.str(b, n, kPrincipal, p.Principal)
+	f.str(b, n, kCertificate, p.Certificate)
 	if f.empty() {
 		return nil
 	}
-	return f.term()
+	return b.object(&f)
 }
 
-func request(n *need, r *authz.Request) *ast.Term {
+func (b *builder) request(n *need, r *authz.Request) *ast.Term {
 	var f fields
 	if !r.Time.IsZero() && n.has(kTime) {
 		f.add(kTime, ast.StringTerm(timestamp(r.Time)))
 	}
 	if hn := n.child(kHTTP); hn != nil {
 		var h fields
-		h.str(hn, kID, r.ID)
-		h.str(hn, kMethod, r.Method)
+		h.str(b, hn, kID, r.ID)
+		h.str(b, hn, kMethod, r.Method)
 		if hn.has(kHeaders) {
 			if t := headers(r); t != nil {
 				h.add(kHeaders, t)
@@ -255,22 +271,22 @@ func request(n *need, r *authz.Request) *ast.Term {
 		if len(r.RawHeaders) > 0 && hn.has(kHeaderMap) {
 			h.add(kHeaderMap, headerMap(r.RawHeaders))
 		}
-		h.str(hn, kPath, r.Path)
-		h.str(hn, kHost, r.Host)
-		h.str(hn, kScheme, r.Scheme)
-		h.str(hn, kQuery, r.Query)
-		h.str(hn, kFragment, r.Fragment)
+		h.str(b, hn, kPath, r.Path)
+		h.str(b, hn, kHost, r.Host)
+		h.str(b, hn, kScheme, r.Scheme)
+		h.str(b, hn, kQuery, r.Query)
+		h.str(b, hn, kFragment, r.Fragment)
 		if r.Size > 0 && hn.has(kSize) {
 			h.add(kSize, ast.InternedTerm(r.Size))
 		}
-		h.str(hn, kProtocol, r.Protocol)
-		h.str(hn, kBody, r.Body)
+		h.str(b, hn, kProtocol, r.Protocol)
+		h.str(b, hn, kBody, r.Body)
 		if len(r.RawBody) > 0 && hn.has(kRawBody) {
 			h.add(kRawBody, ast.StringTerm(base64.StdEncoding.EncodeToString(r.RawBody)))
 		}
-		f.add(kHTTP, h.term())
+		f.add(kHTTP, b.object(&h))
 	}
-	return f.term()
+	return b.object(&f)
 }
 
 // headers returns the request headers as an object. When Envoy sent only the
@@ -278,11 +294,7 @@ func request(n *need, r *authz.Request) *ast.Term {
 // the headers map.
 func headers(r *authz.Request) *ast.Term {
 	if len(r.Headers) > 0 {
-		items := make([][2]*ast.Term, 0, len(r.Headers))
-		for k, v := range r.Headers {
-			items = append(items, [2]*ast.Term{str(k), str(v)})
-		}
-		return ast.NewTerm(ast.NewObject(items...))
+		return stringMap(r.Headers)
 	}
 	if len(r.RawHeaders) == 0 {
 		return nil
@@ -304,19 +316,22 @@ func headerMap(hs []authz.Header) *ast.Term {
 	list := make([]*ast.Term, len(hs))
 	for i, h := range hs {
 		list[i] = ast.ObjectTerm(
-			ast.Item(kKey, str(h.Key)),
+			ast.Item(kKey, ast.StringTerm(h.Key)),
 			ast.Item(kRawValue, ast.StringTerm(base64.StdEncoding.EncodeToString([]byte(h.Value)))),
 		)
 	}
 	return ast.ObjectTerm(ast.Item(kHeaders, ast.ArrayTerm(list...)))
 }
 
+// stringMap converts a map of strings (headers, labels, context
+// extensions) with one slab for its terms.
 func stringMap(m map[string]string) *ast.Term {
+	b := builder{slab: make([]ast.Term, 0, 2*len(m)+1)}
 	items := make([][2]*ast.Term, 0, len(m))
 	for k, v := range m {
-		items = append(items, [2]*ast.Term{str(k), str(v)})
+		items = append(items, [2]*ast.Term{b.str(k), b.str(v)})
 	}
-	return ast.NewTerm(ast.NewObject(items...))
+	return b.term(ast.NewObject(items...))
 }
 
 // metadataContext is protojson's Metadata: authz.Request carries the filter
@@ -372,7 +387,7 @@ func splitTarget(r *authz.Request) (path, query string) {
 
 // parsedPath is OPA-Envoy's parsed_path: the path unescaped, leading slashes
 // dropped, split on "/" ("/" gives [""]).
-func parsedPath(path string) (*ast.Term, error) {
+func (b *builder) parsedPath(path string) (*ast.Term, error) {
 	p, err := url.PathUnescape(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: path is not valid URL encoding", authz.ErrInvalidInput)
@@ -382,13 +397,13 @@ func parsedPath(path string) (*ast.Term, error) {
 	terms := make([]*ast.Term, 0, n)
 	for {
 		seg, rest, more := strings.Cut(p, "/")
-		terms = append(terms, str(seg))
+		terms = append(terms, b.str(seg))
 		if !more {
 			break
 		}
 		p = rest
 	}
-	return ast.NewTerm(ast.NewArray(terms...)), nil
+	return b.term(ast.NewArray(terms...)), nil
 }
 
 // parsedQuery is OPA-Envoy's parsed_query: every parameter with all its
@@ -522,7 +537,12 @@ func toValue(x any, depth int) (ast.Value, error) {
 	case ast.Value:
 		return x, nil
 	default:
-		return nil, fmt.Errorf("unsupported value of type %T", x)
+		// Anything else (a struct, a typed slice) goes through its JSON form.
+		v, err := ast.InterfaceToValue(x)
+		if err != nil {
+			return nil, fmt.Errorf("unsupported value of type %T: %w", x, err)
+		}
+		return v, nil
 	}
 }
 

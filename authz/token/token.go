@@ -18,14 +18,20 @@ const (
 	KindJWT    Kind = "jwt"
 )
 
-// Token is a resolved access token.
+// Token is a resolved access token. A Token returned by a Resolver is shared
+// by every request that presents the same token while it is cached: treat it
+// (its slices and maps too) as read-only. Prepare is the one place that may
+// set fields, before the Token is shared.
 type Token struct {
 	// Active is false for a token the OAuth server does not know or has revoked.
 	Active bool
 	Kind   Kind
 	// Scopes are the space-separated "scope" claim, split.
 	Scopes []string
-	// Claims are all claims (introspection answer or JWT payload).
+	// Claims are all claims (introspection answer or JWT payload), as
+	// encoding/json decodes them: numbers are float64, except integers beyond
+	// 2^53, which are json.Number so they re-encode exactly. Values that
+	// repeat across tokens (iss, aud, client_id, scope, ...) are shared.
 	Claims   map[string]any
 	ClientID string
 	Subject  string
@@ -39,6 +45,8 @@ type Token struct {
 	// Prepared holds what later stages compute once per token and reuse on
 	// every request while the token is cached (the policy input of the token).
 	// Set by the Resolver's Prepare hook before the token enters the cache.
+	// A value with a Size() int64 method reports its bytes to the cache's
+	// budget; any other is counted as large as Claims.
 	Prepared any
 }
 

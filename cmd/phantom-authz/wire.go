@@ -115,6 +115,7 @@ func introspectionConfig(in *config.Introspection) *token.IntrospectionConfig {
 		AuthMethod:        in.AuthMethod,
 		PrivateKeyFile:    in.PrivateKeyFile,
 		PrivateKeyID:      in.PrivateKeyID,
+		PrivateKeyAlg:     in.PrivateKeyAlg,
 		Response:          in.Response,
 		AllowInsecureHTTP: in.AllowInsecureHTTP,
 		CAFile:            in.CAFile,
@@ -136,6 +137,8 @@ func issuerConfigs(in []config.Issuer) []token.IssuerConfig {
 			Algorithms: is.Algorithms,
 			Type:       is.Type,
 			Skew:       is.Skew.D(),
+
+			AllowInsecureHTTP: is.AllowInsecureHTTP,
 		}
 	}
 	return out

@@ -1,0 +1,86 @@
+package policy
+
+import (
+	"context"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// evaluator is the reusable state of one evaluation of a policy set: the
+// topdown query with its compiled body and wiring, the rule cache, the
+// cancellation check. The set pools them, so a decision allocates only what
+// the evaluation itself needs.
+//
+// This is what rego.PreparedEvalQuery.Eval does, minus what a decision does
+// not need: no metrics, no result set converted to Go values, no goroutine
+// per evaluation to watch the context.
+type evaluator struct {
+	q      *topdown.Query
+	rules  ruleCache
+	cancel ctxCancel
+	iter   func(topdown.QueryResult) error
+
+	results int
+	result  *ast.Term
+}
+
+// noMetadata is the request metadata handed to builtins: none. Read-only.
+var noMetadata = map[string]any{}
+
+func (s *policySet) evaluator() *evaluator {
+	if ev, ok := s.evaluators.Get().(*evaluator); ok {
+		return ev
+	}
+	ev := &evaluator{}
+	ev.q = topdown.NewQuery(s.query).
+		WithQueryCompiler(s.queryCompiler).
+		WithCompiler(s.compiler).
+		WithStore(s.store).
+		WithTransaction(s.txn).
+		WithMetrics(metrics.NoOp()).
+		WithBaseCache(s.data).
+		WithVirtualCache(&ev.rules).
+		WithCancel(&ev.cancel).
+		WithRequestMetadata(noMetadata)
+	ev.iter = ev.collect
+	return ev
+}
+
+func (s *policySet) release(ev *evaluator) {
+	ev.rules.reset()
+	ev.cancel.ctx = nil
+	ev.result = nil
+	s.evaluators.Put(ev)
+}
+
+// eval runs the query on input and returns how many results it had; the
+// last one is in ev.result.
+func (ev *evaluator) eval(ctx context.Context, input *ast.Term) (int, error) {
+	ev.rules.start()
+	ev.cancel.ctx = ctx
+	ev.results, ev.result = 0, nil
+	err := ev.q.WithInput(input).WithTime(time.Now()).Iter(ctx, ev.iter)
+	return ev.results, err
+}
+
+func (ev *evaluator) collect(qr topdown.QueryResult) error {
+	ev.results++
+	ev.result = qr[decisionVar]
+	return nil
+}
+
+// ctxCancel stops an evaluation once its context ends. The evaluator polls
+// it between steps; reading a context's error is an atomic load, so this
+// replaces OPA's goroutine per evaluation.
+type ctxCancel struct {
+	ctx context.Context
+}
+
+// Cancel is not used: the context is the only source of cancellation.
+func (c *ctxCancel) Cancel() {}
+
+// Cancelled reports whether the evaluation's context has ended.
+func (c *ctxCancel) Cancelled() bool { return c.ctx != nil && c.ctx.Err() != nil }

@@ -1,0 +1,163 @@
+// Package policy is the decide stage: it evaluates the Rego policies in a
+// directory (OPA, embedded) against each request and its token.
+//
+// Policies are compiled once per change of the directory and evaluated many
+// times; a reload swaps the compiled set atomically, and a set that does not
+// compile is refused while the last good one keeps serving. The input is a
+// superset of the OPA-Envoy plugin's, so OPA-Envoy policies run unchanged,
+// and the decision is a boolean or the OPA-Envoy decision object.
+package policy
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/token"
+)
+
+// Config configures an Engine. The zero value serves ./policies.
+type Config struct {
+	// Dir holds the policies: every .rego file and every JSON or YAML data
+	// file under it, recursively, as OPA's loader takes them (data nests by
+	// directory: a/b/data.json is data.a.b). *_test.rego files and hidden
+	// files are not served. Default "./policies".
+	Dir string
+	// Query is the decision to evaluate. Default "data.envoy.authz.allow".
+	Query string
+	// Logger receives reload results and errors. Default slog.Default().
+	Logger *slog.Logger
+	// PollInterval is how often Watch re-reads the directory in case a file
+	// change was not notified (network file systems, some volume mounts).
+	// Default 1s.
+	PollInterval time.Duration
+}
+
+// Defaults for Config.
+const (
+	DefaultDir          = "./policies"
+	DefaultQuery        = "data.envoy.authz.allow"
+	DefaultPollInterval = time.Second
+)
+
+// Engine decides requests by policy. It is safe for concurrent use.
+type Engine struct {
+	dir          string
+	query        string
+	log          *slog.Logger
+	pollInterval time.Duration
+
+	set atomic.Pointer[policySet]
+
+	// reloadMu serialises reloads (never taken by Decide).
+	reloadMu  sync.Mutex
+	failedKey string // what last failed to load (content hash or read error), not to retry
+
+	reloadsOK, reloadsFailed atomic.Uint64
+}
+
+// The engine is the pipeline's Decider and TokenPreparer.
+var (
+	_ authz.Decider       = (*Engine)(nil)
+	_ authz.TokenPreparer = (*Engine)(nil)
+)
+
+// New loads and compiles the policies in cfg.Dir. An error names the file,
+// line and message of every problem found.
+func New(cfg Config) (*Engine, error) {
+	e := &Engine{
+		dir:          filepath.Clean(cmp.Or(cfg.Dir, DefaultDir)),
+		query:        cmp.Or(cfg.Query, DefaultQuery),
+		log:          cfg.Logger,
+		pollInterval: cfg.PollInterval,
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.pollInterval <= 0 {
+		e.pollInterval = DefaultPollInterval
+	}
+	set, err := loadSet(context.Background(), e.dir, e.query)
+	if err != nil {
+		return nil, err
+	}
+	e.set.Store(set)
+	return e, nil
+}
+
+// Ready reports whether a compiled policy set is loaded.
+func (e *Engine) Ready() bool { return e.set.Load() != nil }
+
+// Revision is a short hash of the policy and data files being served.
+func (e *Engine) Revision() string {
+	if s := e.set.Load(); s != nil {
+		return s.revision
+	}
+	return ""
+}
+
+// Reloads counts reloads since start: applied, and refused because the new
+// files did not load or compile.
+func (e *Engine) Reloads() (ok, failed uint64) {
+	return e.reloadsOK.Load(), e.reloadsFailed.Load()
+}
+
+// PrepareToken builds the token's part of the policy input (input.token)
+// once, storing it in tok.Prepared for every request that presents the token.
+func (e *Engine) PrepareToken(tok *token.Token) error {
+	ti, err := newTokenInput(tok)
+	if err != nil {
+		return err
+	}
+	tok.Prepared = ti
+	return nil
+}
+
+// Decide evaluates the policy for r and tok (nil when the request carries
+// no token). An undefined decision denies with 403. A malformed decision or
+// an evaluation error returns an error (and a denial): the engine answers
+// 503. A request the input cannot be built from (a JSON body that does not
+// parse) returns an error wrapping authz.ErrInvalidInput.
+func (e *Engine) Decide(ctx context.Context, r *authz.Request, tok *token.Token) (authz.Decision, error) {
+	set := e.set.Load()
+	if set == nil {
+		return errorDecision(), errors.New("policy: no policy loaded")
+	}
+	if err := ctx.Err(); err != nil {
+		return errorDecision(), fmt.Errorf("policy: %w", err)
+	}
+	ti, err := tokenFor(tok)
+	if err != nil {
+		return errorDecision(), err
+	}
+	input, err := buildInput(set.need, r, ti)
+	if err != nil {
+		return authz.Decision{Status: http.StatusBadRequest, Reason: "invalid_request", Error: "invalid_request"},
+			fmt.Errorf("policy: %w", err)
+	}
+
+	ev := set.evaluator()
+	defer set.release(ev)
+	results, err := ev.eval(ctx, input)
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return errorDecision(), fmt.Errorf("policy: evaluation stopped: %w", ctxErr)
+		}
+		return errorDecision(), fmt.Errorf("policy: evaluation: %w", err)
+	}
+	switch {
+	case results == 0:
+		return undefinedDecision, nil
+	case results > 1:
+		return errorDecision(), fmt.Errorf("%w: the query has %d results, want one", errMalformed, results)
+	}
+	return toDecision(ev.result.Value)
+}

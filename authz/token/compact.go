@@ -1,0 +1,187 @@
+package token
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+)
+
+// compact is a JWS in compact serialization (RFC 7515 §7.1), split and
+// decoded but not verified.
+type compact struct {
+	header jwsHeader
+	claims map[string]any
+}
+
+// jwsHeader is the part of the protected header we act on. Headers that
+// point at keys (jku, x5u, jwk, x5c) are deliberately not read: keys come
+// from the configured JWKS only.
+type jwsHeader struct {
+	Alg  string          `json:"alg"`
+	Kid  string          `json:"kid"`
+	Typ  string          `json:"typ"`
+	Crit json.RawMessage `json:"crit"`
+	B64  json.RawMessage `json:"b64"`
+}
+
+var b64 = base64.RawURLEncoding.Strict()
+
+// parseCompact splits and decodes a compact JWS whose payload is a JSON
+// object. It is strict: three non-empty segments, unpadded base64url, JSON
+// objects without trailing data, an alg. Numbers in the claims are
+// json.Number so they survive re-encoding unchanged.
+func parseCompact(raw string) (*compact, error) {
+	h, rest, ok := strings.Cut(raw, ".")
+	p, s, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || h == "" || p == "" || s == "" || strings.Contains(s, ".") {
+		return nil, errors.New("not a compact JWS")
+	}
+	hb, err := b64.DecodeString(h)
+	if err != nil {
+		return nil, errors.New("header is not base64url")
+	}
+	var c compact
+	if err := decodeObject(hb, &c.header); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	if c.header.Alg == "" {
+		return nil, errors.New("header has no alg")
+	}
+	if _, err := b64.DecodeString(s); err != nil {
+		return nil, errors.New("signature is not base64url")
+	}
+	pb, err := b64.DecodeString(p)
+	if err != nil {
+		return nil, errors.New("payload is not base64url")
+	}
+	if err := decodeObject(pb, &c.claims); err != nil {
+		return nil, fmt.Errorf("payload: %w", err)
+	}
+	return &c, nil
+}
+
+// decodeObject decodes one JSON object into v, refusing anything after it.
+func decodeObject(data []byte, v any) error {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 || data[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return errors.New("not a JSON object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
+}
+
+// peekIssuer returns the iss of raw when raw looks like a JWS with a JSON
+// payload, without verifying anything; ok is false for anything else. It
+// decides only where the token goes, never whether it is accepted.
+func peekIssuer(raw string) (iss string, ok bool) {
+	if strings.Count(raw, ".") != 2 {
+		return "", false
+	}
+	h, rest, _ := strings.Cut(raw, ".")
+	p, _, _ := strings.Cut(rest, ".")
+	hb, err := b64.DecodeString(h)
+	if err != nil {
+		return "", false
+	}
+	var hdr struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(hb, &hdr) != nil || hdr.Alg == "" {
+		return "", false
+	}
+	pb, err := b64.DecodeString(p)
+	if err != nil {
+		return "", false
+	}
+	var claims struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(pb, &claims) != nil || claims.Iss == "" {
+		return "", false
+	}
+	return claims.Iss, true
+}
+
+// typMatches compares typ values as RFC 8725 §3.11 and RFC 7515 §4.1.9 say:
+// case-insensitively, with "application/" optional.
+func typMatches(got, want string) bool {
+	norm := func(s string) string {
+		s = strings.ToLower(s)
+		return strings.TrimPrefix(s, "application/")
+	}
+	return norm(got) == norm(want)
+}
+
+var errInvalidScope = errors.New("claim scope is not a string")
+
+// numericDate reads a NumericDate claim (RFC 7519 §2); ok is false when it is
+// absent, err set when it is not a number.
+func numericDate(claims map[string]any, name string) (t time.Time, ok bool, err error) {
+	v, present := claims[name]
+	if !present {
+		return time.Time{}, false, nil
+	}
+	var f float64
+	switch n := v.(type) {
+	case json.Number:
+		f, err = n.Float64()
+	case float64:
+		f = n
+	default:
+		err = errors.New("not a number")
+	}
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1<<40 {
+		return time.Time{}, false, fmt.Errorf("claim %s is not a NumericDate", name)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true, nil
+}
+
+// stringClaim reads an optional string claim.
+func stringClaim(claims map[string]any, name string) (string, error) {
+	v, ok := claims[name]
+	if !ok {
+		return "", nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", fmt.Errorf("claim %s is not a string", name)
+	}
+	return s, nil
+}
+
+// hasAudience reports whether aud, a string or an array of strings (RFC 7519
+// §4.1.3), holds any of accepted.
+func hasAudience(claims map[string]any, accepted ...string) bool {
+	switch aud := claims["aud"].(type) {
+	case string:
+		for _, a := range accepted {
+			if aud == a {
+				return true
+			}
+		}
+	case []any:
+		for _, v := range aud {
+			s, _ := v.(string)
+			for _, a := range accepted {
+				if s == a {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

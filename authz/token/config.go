@@ -1,0 +1,338 @@
+package token
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+)
+
+// Config configures a Resolver. The zero value of every field but the token
+// sources is usable; New fills the defaults and refuses what cannot work.
+type Config struct {
+	// Introspection is the OAuth server that resolves opaque tokens. Nil: opaque
+	// tokens are refused (ErrInvalid).
+	Introspection *IntrospectionConfig
+	// Issuers are the issuers whose JWTs are verified by value. A JWT whose iss
+	// matches none of them is introspected when Introspection is set, refused
+	// otherwise.
+	Issuers []IssuerConfig
+	Cache   CacheConfig
+	// Prepare runs once per resolved active token before it is cached (mint the
+	// JWT, build the policy input). An error keeps the token out of the cache and
+	// is returned wrapped in ErrUnavailable.
+	Prepare func(*Token) error
+	// HTTPClient overrides the client used for introspection and JWKS (tests).
+	// When set, CAFile is not used.
+	HTTPClient *http.Client
+	// Logger receives warnings about the OAuth server and JWKS endpoints; nil
+	// discards them. Tokens and secrets are never logged.
+	Logger *slog.Logger
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Client authentication methods at the introspection endpoint (RFC 6749
+// §2.3.1, RFC 7523).
+const (
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+	AuthPrivateKeyJWT     = "private_key_jwt"
+)
+
+// Introspection answer formats.
+const (
+	// ResponseJSON is the plain RFC 7662 JSON answer; the JWT to forward is
+	// minted by Prepare.
+	ResponseJSON = "json"
+	// ResponseJWT is the phantom-token answer (Accept: application/jwt): the
+	// body is the JWT to forward, 204 means inactive.
+	ResponseJWT = "jwt"
+	// ResponseRFC9701 is the signed introspection answer of RFC 9701
+	// (application/token-introspection+jwt), verified against JWKSURI.
+	ResponseRFC9701 = "rfc9701"
+)
+
+// IntrospectionConfig is the OAuth server's introspection endpoint (RFC 7662)
+// and how phantom-authz authenticates to it.
+type IntrospectionConfig struct {
+	// Endpoint is the introspection URL; https unless AllowInsecureHTTP.
+	Endpoint string
+	// ClientID and ClientSecret authenticate phantom-authz at the endpoint.
+	ClientID, ClientSecret string
+	// AuthMethod is client_secret_basic (default), client_secret_post or
+	// private_key_jwt.
+	AuthMethod string
+	// PrivateKeyFile (PEM or JWK), PrivateKeyID (kid, default: the JWK's) and
+	// PrivateKeyAlg (default by key type: RS256, ES256/384/512, EdDSA) sign the
+	// RFC 7523 client assertion of private_key_jwt.
+	PrivateKeyFile, PrivateKeyID, PrivateKeyAlg string
+	// Response is json (default), jwt or rfc9701.
+	Response string
+	// AllowInsecureHTTP permits http:// for Endpoint and JWKSURI (local
+	// development only: the token and the client secret cross in clear).
+	AllowInsecureHTTP bool
+	// CAFile is a PEM bundle that replaces the system roots for every
+	// endpoint the resolver calls (introspection and all JWKS URIs).
+	CAFile string
+	// Timeout bounds one introspection or JWKS fetch (default 2s).
+	Timeout time.Duration
+	// Issuer, JWKSURI and Audience check rfc9701 answers: the expected iss,
+	// where its signing keys are, and the expected aud (default ClientID).
+	Issuer, JWKSURI, Audience string
+	// TokenTypeHint is sent as token_type_hint when set (e.g. "access_token").
+	TokenTypeHint string
+}
+
+// IssuerConfig is an issuer whose JWT access tokens are verified by value.
+type IssuerConfig struct {
+	// Issuer is the exact iss value.
+	Issuer string
+	// JWKSURI is where the issuer publishes its keys; https unless
+	// AllowInsecureHTTP.
+	JWKSURI string
+	// Audiences: a token is accepted when its aud holds any of them. Required.
+	Audiences []string
+	// Algorithms allowed for signatures (default ES256, PS256, EdDSA). none and
+	// the HMAC algorithms are refused: the keys are public.
+	Algorithms []string
+	// Type is the expected typ header (e.g. "at+jwt", RFC 9068); empty accepts
+	// any. Compared as RFC 8725 §3.11 says: case-insensitive, "application/"
+	// optional.
+	Type string
+	// Skew is the clock leeway for exp, nbf and iat (default and maximum 60s).
+	Skew time.Duration
+	// AllowInsecureHTTP permits an http:// JWKSURI (local development only).
+	AllowInsecureHTTP bool
+}
+
+// CacheConfig bounds the resolved-token cache.
+type CacheConfig struct {
+	// MaxCost is the cache's memory budget in bytes (default 64 MiB).
+	MaxCost int64
+	// MaxTTL caps how long an active token is kept (default 5m); tokens are
+	// never kept past their exp or the exp of the JWT to forward.
+	MaxTTL time.Duration
+	// InactiveTTL is how long an inactive answer is remembered, so a flood of
+	// junk tokens does not reach the OAuth server (default 10s; negative: not
+	// remembered).
+	InactiveTTL time.Duration
+}
+
+const (
+	defaultTimeout     = 2 * time.Second
+	defaultMaxCost     = 64 << 20
+	defaultMaxTTL      = 5 * time.Minute
+	defaultInactiveTTL = 10 * time.Second
+	maxSkew            = 60 * time.Second
+)
+
+// defaultAlgorithms are the issuer algorithms allowed when none are configured.
+var defaultAlgorithms = []string{"ES256", "PS256", "EdDSA"}
+
+// asymmetricAlgorithms are all the signature algorithms a JWKS can verify:
+// none and HS* never, whatever is configured.
+var asymmetricAlgorithms = []string{
+	"RS256", "RS384", "RS512",
+	"PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512",
+	"EdDSA", "Ed25519",
+}
+
+// algSet is an allow-list of signature algorithms.
+type algSet map[string]jwa.SignatureAlgorithm
+
+func newAlgSet(field string, names []string) (algSet, error) {
+	set := make(algSet, len(names))
+	for _, name := range names {
+		if name == "none" || strings.HasPrefix(strings.ToUpper(name), "HS") {
+			return nil, fmt.Errorf("token: %s: %q is not allowed (tokens must be signed with a private key)", field, name)
+		}
+		alg, ok := jwa.LookupSignatureAlgorithm(name)
+		if !ok || !slices.Contains(asymmetricAlgorithms, name) {
+			return nil, fmt.Errorf("token: %s: unknown algorithm %q (one of %s)", field, name, strings.Join(asymmetricAlgorithms, ", "))
+		}
+		set[name] = alg
+	}
+	return set, nil
+}
+
+// withDefaults returns a copy of cfg with defaults filled in, or the first
+// configuration error, naming the field.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Introspection == nil && len(cfg.Issuers) == 0 {
+		return cfg, fmt.Errorf("token: configure introspection or at least one issuer")
+	}
+	if cfg.Introspection != nil {
+		in := *cfg.Introspection
+		if err := in.validate(); err != nil {
+			return cfg, err
+		}
+		cfg.Introspection = &in
+	}
+	issuers := make([]IssuerConfig, len(cfg.Issuers))
+	seen := make(map[string]bool, len(cfg.Issuers))
+	for i, is := range cfg.Issuers {
+		if err := is.validate(fmt.Sprintf("issuers[%d]", i)); err != nil {
+			return cfg, err
+		}
+		if seen[is.Issuer] {
+			return cfg, fmt.Errorf("token: issuers[%d].issuer %q is configured twice", i, is.Issuer)
+		}
+		seen[is.Issuer] = true
+		issuers[i] = is
+	}
+	cfg.Issuers = issuers
+	c := &cfg.Cache
+	switch {
+	case c.MaxCost < 0:
+		return cfg, fmt.Errorf("token: cache.max_cost must not be negative")
+	case c.MaxCost == 0:
+		c.MaxCost = defaultMaxCost
+	}
+	switch {
+	case c.MaxTTL < 0:
+		return cfg, fmt.Errorf("token: cache.max_ttl must not be negative")
+	case c.MaxTTL == 0:
+		c.MaxTTL = defaultMaxTTL
+	}
+	if c.InactiveTTL == 0 {
+		c.InactiveTTL = defaultInactiveTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}
+
+func (in *IntrospectionConfig) validate() error {
+	if err := checkURL("introspection.endpoint", in.Endpoint, in.AllowInsecureHTTP); err != nil {
+		return err
+	}
+	if in.ClientID == "" {
+		return fmt.Errorf("token: introspection.client_id is required")
+	}
+	if in.AuthMethod == "" {
+		in.AuthMethod = AuthClientSecretBasic
+	}
+	switch in.AuthMethod {
+	case AuthClientSecretBasic, AuthClientSecretPost:
+		if in.ClientSecret == "" {
+			return fmt.Errorf("token: introspection.client_secret is required for auth_method %s", in.AuthMethod)
+		}
+	case AuthPrivateKeyJWT:
+		if in.PrivateKeyFile == "" {
+			return fmt.Errorf("token: introspection.private_key_file is required for auth_method %s", in.AuthMethod)
+		}
+	default:
+		return fmt.Errorf("token: introspection.auth_method %q is not one of %s, %s, %s",
+			in.AuthMethod, AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT)
+	}
+	if in.Response == "" {
+		in.Response = ResponseJSON
+	}
+	switch in.Response {
+	case ResponseJSON, ResponseJWT:
+	case ResponseRFC9701:
+		if in.Issuer == "" {
+			return fmt.Errorf("token: introspection.issuer is required for response %s", in.Response)
+		}
+		if err := checkURL("introspection.jwks_uri", in.JWKSURI, in.AllowInsecureHTTP); err != nil {
+			return err
+		}
+		if in.Audience == "" {
+			in.Audience = in.ClientID
+		}
+	default:
+		return fmt.Errorf("token: introspection.response %q is not one of %s, %s, %s",
+			in.Response, ResponseJSON, ResponseJWT, ResponseRFC9701)
+	}
+	switch {
+	case in.Timeout < 0:
+		return fmt.Errorf("token: introspection.timeout must not be negative")
+	case in.Timeout == 0:
+		in.Timeout = defaultTimeout
+	}
+	return nil
+}
+
+func (is *IssuerConfig) validate(field string) error {
+	if is.Issuer == "" {
+		return fmt.Errorf("token: %s.issuer is required", field)
+	}
+	if err := checkURL(field+".jwks_uri", is.JWKSURI, is.AllowInsecureHTTP); err != nil {
+		return err
+	}
+	if len(is.Audiences) == 0 || slices.Contains(is.Audiences, "") {
+		return fmt.Errorf("token: %s.audiences must list the audiences this service accepts (RFC 8725 §3.9)", field)
+	}
+	if len(is.Algorithms) == 0 {
+		is.Algorithms = defaultAlgorithms
+	}
+	if _, err := newAlgSet(field+".algorithms", is.Algorithms); err != nil {
+		return err
+	}
+	switch {
+	case is.Skew < 0 || is.Skew > maxSkew:
+		return fmt.Errorf("token: %s.skew must be between 0 and %s", field, maxSkew)
+	case is.Skew == 0:
+		is.Skew = maxSkew
+	}
+	return nil
+}
+
+func checkURL(field, raw string, allowHTTP bool) error {
+	if raw == "" {
+		return fmt.Errorf("token: %s is required", field)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("token: %s must be an absolute URL", field)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && allowHTTP:
+	case u.Scheme == "http":
+		return fmt.Errorf("token: %s must be https (or set allow_insecure_http)", field)
+	default:
+		return fmt.Errorf("token: %s must be an https URL", field)
+	}
+	return nil
+}
+
+// newHTTPClient is the client for the OAuth server and JWKS endpoints. It
+// never follows redirects: a 307 would resend the token elsewhere.
+func newHTTPClient(caFile string) (*http.Client, *http.Transport, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("token: introspection.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("token: introspection.ca_file %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	client := &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	return client, tr, nil
+}

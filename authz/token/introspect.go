@@ -1,0 +1,318 @@
+package token
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
+)
+
+// introspector asks the OAuth server about opaque tokens (RFC 7662).
+type introspector struct {
+	cfg    IntrospectionConfig
+	client *http.Client
+	now    func() time.Time
+	log    *slog.Logger
+	stats  *counters
+	shared *interner
+
+	// private_key_jwt
+	key    jwk.Key
+	keyAlg jwa.SignatureAlgorithm
+
+	// rfc9701
+	keys *keySet
+}
+
+// Accept headers per response mode.
+var acceptHeader = map[string]string{
+	ResponseJSON:    "application/json",
+	ResponseJWT:     "application/jwt",
+	ResponseRFC9701: "application/token-introspection+jwt",
+}
+
+// rfc9701Algorithms: RFC 9701 signs with the server's asymmetric keys; its
+// default is RS256, so all asymmetric algorithms are accepted.
+var rfc9701Algorithms, _ = newAlgSet("introspection", asymmetricAlgorithms)
+
+// loadClientKey reads the private_key_jwt signing key and checks that it can
+// sign with the configured (or inferred) algorithm.
+func (in *introspector) loadClientKey() error {
+	data, err := os.ReadFile(in.cfg.PrivateKeyFile)
+	if err != nil {
+		return fmt.Errorf("token: introspection.private_key_file: %w", err)
+	}
+	var key jwk.Key
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		key, err = jwk.ParseKey(data, jwk.WithPEM(true))
+	} else {
+		key, err = jwk.ParseKey(data)
+	}
+	if err != nil {
+		return fmt.Errorf("token: introspection.private_key_file: not a PEM or JWK private key")
+	}
+	if private, err := jwk.IsPrivateKey(key); err != nil || !private {
+		return fmt.Errorf("token: introspection.private_key_file holds no private key")
+	}
+	name := in.cfg.PrivateKeyAlg
+	if name == "" {
+		if alg, ok := key.Algorithm(); ok {
+			name = alg.String()
+		} else {
+			name = defaultKeyAlg(key)
+		}
+	}
+	algs, err := newAlgSet("introspection.private_key_alg", []string{name})
+	if err != nil {
+		return err
+	}
+	in.key, in.keyAlg = key, algs[name]
+	if in.cfg.PrivateKeyID == "" {
+		in.cfg.PrivateKeyID, _ = key.KeyID()
+	}
+	if _, err := in.clientAssertion(); err != nil {
+		return fmt.Errorf("token: introspection.private_key_alg %s does not fit the key in private_key_file: %w", name, err)
+	}
+	return nil
+}
+
+func defaultKeyAlg(key jwk.Key) string {
+	switch key.KeyType() {
+	case jwa.RSA():
+		return "RS256"
+	case jwa.OKP():
+		return "EdDSA"
+	case jwa.EC():
+		if crv, ok := key.(jwk.ECDSAPrivateKey); ok {
+			if c, ok := crv.Crv(); ok {
+				switch c {
+				case jwa.P384():
+					return "ES384"
+				case jwa.P521():
+					return "ES512"
+				}
+			}
+		}
+		return "ES256"
+	}
+	return ""
+}
+
+// clientAssertion is the RFC 7523 §2.2 JWT that authenticates us with
+// private_key_jwt: iss = sub = client_id, aud = the endpoint (and the
+// issuer when configured), a fresh jti, valid for 60s.
+func (in *introspector) clientAssertion() (string, error) {
+	now := in.now()
+	var jti [16]byte
+	_, _ = rand.Read(jti[:])
+	aud := []string{in.cfg.Endpoint}
+	if in.cfg.Issuer != "" {
+		aud = append(aud, in.cfg.Issuer)
+	}
+	payload, err := json.Marshal(map[string]any{
+		"iss": in.cfg.ClientID,
+		"sub": in.cfg.ClientID,
+		"aud": aud,
+		"jti": base64.RawURLEncoding.EncodeToString(jti[:]),
+		"iat": now.Unix(),
+		"exp": now.Add(60 * time.Second).Unix(),
+	})
+	if err != nil {
+		return "", err
+	}
+	hdr := jws.NewHeaders()
+	_ = hdr.Set(jws.TypeKey, "JWT")
+	if in.cfg.PrivateKeyID != "" {
+		_ = hdr.Set(jws.KeyIDKey, in.cfg.PrivateKeyID)
+	}
+	signed, err := jws.Sign(payload, jws.WithKey(in.keyAlg, in.key, jws.WithProtectedHeaders(hdr)))
+	if err != nil {
+		return "", err
+	}
+	return string(signed), nil
+}
+
+// introspect asks about raw. It returns ErrInactive for a token the server
+// does not vouch for and an error wrapping ErrUnavailable when the server
+// cannot be asked or answers nonsense; the error never holds the token.
+func (in *introspector) introspect(ctx context.Context, raw string) (*Token, error) {
+	tok, err := in.do(ctx, raw)
+	switch {
+	case err == nil:
+		in.stats.introActive.Add(1)
+	case errors.Is(err, ErrInactive):
+		in.stats.introInactive.Add(1)
+	default:
+		in.stats.introFailed.Add(1)
+		in.log.Warn("token: introspection failed", "endpoint", in.cfg.Endpoint, "err", err)
+	}
+	return tok, err
+}
+
+func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.Timeout)
+	defer cancel()
+
+	form := url.Values{"token": {raw}}
+	if in.cfg.TokenTypeHint != "" {
+		form.Set("token_type_hint", in.cfg.TokenTypeHint)
+	}
+	switch in.cfg.AuthMethod {
+	case AuthClientSecretPost:
+		form.Set("client_id", in.cfg.ClientID)
+		form.Set("client_secret", in.cfg.ClientSecret)
+	case AuthPrivateKeyJWT:
+		assertion, err := in.clientAssertion()
+		if err != nil {
+			return nil, fmt.Errorf("%w: introspection: signing the client assertion: %v", ErrUnavailable, err)
+		}
+		form.Set("client_id", in.cfg.ClientID)
+		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		form.Set("client_assertion", assertion)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.cfg.Endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", acceptHeader[in.cfg.Response])
+	req.Header.Set("User-Agent", userAgent)
+	if in.cfg.AuthMethod == AuthClientSecretBasic {
+		// RFC 6749 §2.3.1: form-encode both before joining them.
+		cred := url.QueryEscape(in.cfg.ClientID) + ":" + url.QueryEscape(in.cfg.ClientSecret)
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(cred)))
+	}
+
+	resp, err := in.client.Do(req)
+	if err != nil {
+		// *url.Error names the endpoint and the cause; the token is in the body.
+		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+	}
+	defer drainClose(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNoContent:
+		if in.cfg.Response == ResponseJWT {
+			return nil, ErrInactive
+		}
+		return nil, fmt.Errorf("%w: introspection: unexpected status 204", ErrUnavailable)
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return nil, fmt.Errorf("%w: introspection: the OAuth server refused our client credentials (status %d)", ErrUnavailable, resp.StatusCode)
+	default:
+		return nil, fmt.Errorf("%w: introspection: unexpected status %d", ErrUnavailable, resp.StatusCode)
+	}
+	body, err := readBody(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+	}
+	ct := mediaType(resp.Header)
+	var tok *Token
+	switch {
+	case ct == "application/json":
+		// Also the answer of jwt and rfc9701 servers for an inactive token.
+		tok, err = in.fromJSON(body, in.cfg.Response == ResponseJSON)
+	case ct == "application/jwt" && in.cfg.Response == ResponseJWT:
+		tok, err = in.fromJWT(body)
+	case ct == "application/token-introspection+jwt" && in.cfg.Response == ResponseRFC9701:
+		tok, err = in.fromRFC9701(ctx, body)
+	default:
+		return nil, fmt.Errorf("%w: introspection: unexpected content type %q", ErrUnavailable, ct)
+	}
+	if err != nil && !errors.Is(err, ErrInactive) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+	}
+	return tok, err
+}
+
+// fromJSON reads an RFC 7662 answer. When activeAllowed is false (the server
+// was asked for a JWT) only an inactive answer is acceptable in JSON.
+func (in *introspector) fromJSON(body []byte, activeAllowed bool) (*Token, error) {
+	var claims map[string]any
+	if err := decodeObject(body, &claims); err != nil {
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	tok, err := in.fromIntrospection(claims)
+	if err == nil && !activeAllowed {
+		return nil, errors.New("an active token answered in JSON where a JWT was asked for")
+	}
+	return tok, err
+}
+
+// fromIntrospection builds the Token of an RFC 7662 answer object.
+func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error) {
+	active, ok := claims["active"].(bool)
+	if !ok {
+		return nil, errors.New("answer has no boolean active")
+	}
+	if !active {
+		return nil, ErrInactive
+	}
+	return in.shared.newToken(KindOpaque, claims)
+}
+
+// fromJWT reads the phantom-token answer: the JWT to forward. It came from
+// the OAuth server over the authenticated channel, so it is decoded, not
+// verified (the upstream verifies it), but it must be well formed.
+func (in *introspector) fromJWT(body []byte) (*Token, error) {
+	jwt := string(bytes.TrimSpace(body))
+	c, err := parseCompact(jwt)
+	if err != nil {
+		return nil, fmt.Errorf("answer is not a JWT: %w", err)
+	}
+	if c.header.Alg == "none" {
+		return nil, errors.New("answer is an unsigned JWT")
+	}
+	tok, err := in.shared.newToken(KindOpaque, c.claims)
+	if err != nil {
+		return nil, fmt.Errorf("answer JWT: %w", err)
+	}
+	tok.JWT, tok.JWTExpiry = jwt, tok.Expiry
+	return tok, nil
+}
+
+// fromRFC9701 verifies a signed introspection answer (RFC 9701 §5) and reads
+// its token_introspection object as a JSON answer.
+func (in *introspector) fromRFC9701(ctx context.Context, body []byte) (*Token, error) {
+	raw := string(bytes.TrimSpace(body))
+	c, err := parseCompact(raw)
+	if err != nil {
+		return nil, fmt.Errorf("answer is not a JWT: %w", err)
+	}
+	if !typMatches(c.header.Typ, "token-introspection+jwt") {
+		return nil, fmt.Errorf("answer typ %q is not token-introspection+jwt", c.header.Typ)
+	}
+	if err := in.keys.verify(ctx, raw, c, rfc9701Algorithms); err != nil {
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	if iss, _ := c.claims["iss"].(string); iss != in.cfg.Issuer {
+		return nil, fmt.Errorf("answer issued by %q, expected %q", iss, in.cfg.Issuer)
+	}
+	if !hasAudience(c.claims, in.cfg.Audience) {
+		return nil, fmt.Errorf("answer is not for audience %q", in.cfg.Audience)
+	}
+	exp, ok, err := numericDate(c.claims, "exp")
+	if err != nil {
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	if ok && !in.now().Before(exp.Add(maxSkew)) {
+		return nil, errors.New("answer has expired")
+	}
+	obj, ok := c.claims["token_introspection"].(map[string]any)
+	if !ok {
+		return nil, errors.New("answer has no token_introspection object")
+	}
+	return in.fromIntrospection(obj)
+}

@@ -1,0 +1,280 @@
+package token
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws"
+	"golang.org/x/sync/singleflight"
+)
+
+const (
+	// refreshInterval is the least time between two JWKS fetches prompted by
+	// an unknown kid: a stream of tokens with made-up kids must not turn
+	// phantom-authz into a load generator against the issuer.
+	refreshInterval = 30 * time.Second
+	// emptyRetryInterval is the least time between fetches while no key set
+	// was ever fetched.
+	emptyRetryInterval = 5 * time.Second
+	// keysMaxAge is how old a key set may get before it is refreshed in the
+	// background, so keys the issuer withdrew stop being accepted.
+	keysMaxAge = time.Hour
+	// maxBody bounds what is read from the OAuth server and JWKS endpoints.
+	maxBody = 1 << 20
+)
+
+// Errors of a key lookup; callers map them to ErrInvalid or ErrUnavailable.
+var (
+	errNoKeys     = errors.New("no key set could be fetched")
+	errUnknownKey = errors.New("no key matches")
+)
+
+// keySet is a JWKS fetched from one URI and kept: refreshed when a token
+// names a kid it does not hold (at most once per refreshInterval, one fetch
+// shared by all who ask) and when it grows old; a failed fetch keeps the
+// last good keys.
+type keySet struct {
+	uri     string
+	client  *http.Client
+	timeout time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+	stats   *counters
+
+	keys    atomic.Pointer[publicKeys]
+	flight  singleflight.Group
+	mu      sync.Mutex
+	tried   time.Time // last fetch attempt
+	bg      sync.WaitGroup
+	stale   atomic.Bool // a background refresh is running
+	closing atomic.Bool
+}
+
+// publicKeys is one fetched key set, immutable once stored.
+type publicKeys struct {
+	fetched time.Time
+	keys    []publicKey
+}
+
+type publicKey struct {
+	kid string
+	alg string // the JWK's alg, "" when it names none
+	key any    // *rsa.PublicKey, *ecdsa.PublicKey or ed25519.PublicKey
+}
+
+// match returns the keys that may have signed with alg under kid; a token
+// without kid may be signed by any key of the set.
+func (p *publicKeys) match(kid string, alg jwa.SignatureAlgorithm) []any {
+	var out []any
+	for _, k := range p.keys {
+		if kid != "" && k.kid != kid {
+			continue
+		}
+		if k.alg != "" && k.alg != alg.String() {
+			continue
+		}
+		out = append(out, k.key)
+	}
+	return out
+}
+
+// lookup returns the candidate keys for kid and alg, refreshing the set when
+// it holds none (errUnknownKey) or when none was ever fetched (errNoKeys).
+func (ks *keySet) lookup(ctx context.Context, kid string, alg jwa.SignatureAlgorithm) ([]any, error) {
+	cur := ks.keys.Load()
+	if cur != nil {
+		if found := cur.match(kid, alg); len(found) > 0 {
+			if ks.now().Sub(cur.fetched) > keysMaxAge {
+				ks.refreshInBackground()
+			}
+			return found, nil
+		}
+	}
+	cur, err := ks.refresh(ctx)
+	if cur == nil {
+		return nil, fmt.Errorf("%w from %s: %v", errNoKeys, ks.uri, err)
+	}
+	if found := cur.match(kid, alg); len(found) > 0 {
+		return found, nil
+	}
+	return nil, fmt.Errorf("%w kid %q and alg %s", errUnknownKey, kid, alg)
+}
+
+// refresh fetches the set again unless it was tried too recently, and
+// returns the keys to use: the new ones, or the last good ones.
+func (ks *keySet) refresh(ctx context.Context) (*publicKeys, error) {
+	ch := ks.flight.DoChan("", func() (any, error) {
+		cur := ks.keys.Load()
+		now := ks.now()
+		ks.mu.Lock()
+		wait := refreshInterval
+		if cur == nil {
+			wait = emptyRetryInterval
+		}
+		if !ks.tried.IsZero() && now.Sub(ks.tried) < wait {
+			ks.mu.Unlock()
+			return cur, errors.New("fetched too recently")
+		}
+		ks.tried = now
+		ks.mu.Unlock()
+
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ks.timeout)
+		defer cancel()
+		next, err := ks.fetch(fctx)
+		if err != nil {
+			ks.stats.jwksFailures.Add(1)
+			ks.log.Warn("token: JWKS fetch failed; keeping the last good keys", "jwks_uri", ks.uri, "err", err)
+			return cur, err
+		}
+		ks.stats.jwksRefreshes.Add(1)
+		ks.keys.Store(next)
+		return next, nil
+	})
+	select {
+	case res := <-ch:
+		cur, _ := res.Val.(*publicKeys)
+		return cur, res.Err
+	case <-ctx.Done():
+		return ks.keys.Load(), ctx.Err()
+	}
+}
+
+func (ks *keySet) refreshInBackground() {
+	if ks.closing.Load() || !ks.stale.CompareAndSwap(false, true) {
+		return
+	}
+	ks.bg.Add(1)
+	go func() {
+		defer ks.bg.Done()
+		defer ks.stale.Store(false)
+		_, _ = ks.refresh(context.Background())
+	}()
+}
+
+func (ks *keySet) close() {
+	ks.closing.Store(true)
+	ks.bg.Wait()
+}
+
+// fetch GETs and parses the key set. Symmetric keys, encryption keys and key
+// types jwx does not know are left out: they can verify nothing here.
+func (ks *keySet) fetch(ctx context.Context) (*publicKeys, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.uri, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	req.Header.Set("User-Agent", userAgent)
+	resp, err := ks.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	body, err := readBody(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	set, err := jwk.Parse(body, jwk.WithStrictKeySetParsing(false))
+	if err != nil {
+		return nil, fmt.Errorf("not a JWK set: %w", err)
+	}
+	out := &publicKeys{fetched: ks.now()}
+	for i := range set.Len() {
+		k, _ := set.Key(i)
+		if _, unsupported := k.(jwk.UnsupportedKey); unsupported {
+			continue
+		}
+		if use, ok := k.KeyUsage(); ok && use != "" && use != "sig" {
+			continue
+		}
+		pub, err := jwk.PublicRawKeyOf(k)
+		if err != nil {
+			continue // symmetric or unusable
+		}
+		switch pub.(type) {
+		case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey:
+		default:
+			continue
+		}
+		pk := publicKey{key: pub}
+		pk.kid, _ = k.KeyID()
+		if alg, ok := k.Algorithm(); ok {
+			pk.alg = alg.String()
+		}
+		out.keys = append(out.keys, pk)
+	}
+	if len(out.keys) == 0 {
+		return nil, errors.New("the JWK set holds no signature verification key")
+	}
+	return out, nil
+}
+
+// verify checks the signature of the compact JWS raw (already parsed as c)
+// against the set, for an algorithm in algs. crit and b64 headers are refused
+// (we understand no extension); key-carrying headers are ignored.
+func (ks *keySet) verify(ctx context.Context, raw string, c *compact, algs algSet) error {
+	alg, ok := algs[c.header.Alg]
+	if !ok {
+		return fmt.Errorf("alg %q is not allowed", c.header.Alg)
+	}
+	if c.header.Crit != nil {
+		return errors.New("crit header names extensions this service does not understand")
+	}
+	if c.header.B64 != nil {
+		return errors.New("b64 header is not supported")
+	}
+	keys, err := ks.lookup(ctx, c.header.Kid, alg)
+	if err != nil {
+		return err
+	}
+	buf := []byte(raw)
+	for _, k := range keys {
+		if _, err := jws.VerifyCompactFast(k, buf, alg); err == nil {
+			return nil
+		}
+	}
+	return errors.New("signature does not verify")
+}
+
+const userAgent = "phantom-authz"
+
+// readBody reads at most maxBody bytes; a longer body is an error, as is a
+// connection that breaks mid-body.
+func readBody(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if len(b) > maxBody {
+		return nil, fmt.Errorf("answer larger than %d bytes", maxBody)
+	}
+	return b, nil
+}
+
+// drainClose lets the connection be reused when the rest of the body is small.
+func drainClose(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 4<<10)
+	_ = body.Close()
+}
+
+// mediaType is the type/subtype of a Content-Type, lower-cased.
+func mediaType(h http.Header) string {
+	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	return strings.ToLower(strings.TrimSpace(mt))
+}

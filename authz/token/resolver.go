@@ -1,0 +1,304 @@
+package token
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/phantom-authz/phantom-authz/authz/credential"
+	"golang.org/x/sync/singleflight"
+)
+
+// Resolver turns presented tokens into Tokens, through its cache, the
+// configured issuers' JWKS or the OAuth server. It is safe for concurrent use.
+type Resolver struct {
+	intro   *introspector
+	issuers map[string]*issuer
+	prepare func(*Token) error
+	now     func() time.Time
+	log     *slog.Logger
+
+	maxTTL      time.Duration
+	inactiveTTL time.Duration
+	cache       *ristretto.Cache[string, entry]
+	flights     singleflight.Group
+	stats       counters
+
+	shared    interner
+	transport *http.Transport // ours, when no HTTPClient was given
+	keySets   []*keySet
+
+	mu     sync.Mutex // guards closed against flights starting
+	closed bool
+	active sync.WaitGroup // running flights
+}
+
+// entry is a cached answer: a Token, or nil for an inactive token. until is
+// when it stops being used (Unix nanoseconds on the resolver's clock), so an
+// entry past its token's exp is a miss even before ristretto evicts it.
+type entry struct {
+	tok   *Token
+	until int64
+}
+
+// Stats are the resolver's counters since New.
+type Stats struct {
+	// Hits and Misses count Resolve calls answered from the cache or not.
+	Hits, Misses uint64
+	// Coalesced counts misses that waited for a resolution another call
+	// started instead of starting their own.
+	Coalesced uint64
+	// Introspections by outcome: active, inactive (or 204), failed.
+	IntrospectionsActive, IntrospectionsInactive, IntrospectionsFailed uint64
+	// JWTsVerified and JWTsRejected count by-value verifications.
+	JWTsVerified, JWTsRejected uint64
+	// JWKSRefreshes counts successful JWKS fetches, JWKSFailures failed ones.
+	JWKSRefreshes, JWKSFailures uint64
+}
+
+type counters struct {
+	hits, misses, coalesced                 atomic.Uint64
+	introActive, introInactive, introFailed atomic.Uint64
+	jwtVerified, jwtRejected                atomic.Uint64
+	jwksRefreshes, jwksFailures             atomic.Uint64
+}
+
+// New checks cfg and builds a Resolver. It does not contact the OAuth server
+// or the JWKS endpoints; keys are fetched on first use.
+func New(cfg Config) (*Resolver, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	r := &Resolver{
+		prepare:     cfg.Prepare,
+		now:         cfg.Now,
+		log:         cfg.Logger,
+		maxTTL:      cfg.Cache.MaxTTL,
+		inactiveTTL: cfg.Cache.InactiveTTL,
+		issuers:     make(map[string]*issuer, len(cfg.Issuers)),
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		caFile := ""
+		if cfg.Introspection != nil {
+			caFile = cfg.Introspection.CAFile
+		}
+		client, r.transport, err = newHTTPClient(caFile)
+		if err != nil {
+			return nil, err
+		}
+	}
+	timeout := defaultTimeout
+	newKeySet := func(uri string) *keySet {
+		ks := &keySet{uri: uri, client: client, timeout: timeout, now: r.now, log: r.log, stats: &r.stats}
+		r.keySets = append(r.keySets, ks)
+		return ks
+	}
+	if in := cfg.Introspection; in != nil {
+		timeout = in.Timeout
+		r.intro = &introspector{cfg: *in, client: client, now: r.now, log: r.log, stats: &r.stats, shared: &r.shared}
+		if in.AuthMethod == AuthPrivateKeyJWT {
+			if err := r.intro.loadClientKey(); err != nil {
+				return nil, err
+			}
+		}
+		if in.Response == ResponseRFC9701 {
+			r.intro.keys = newKeySet(in.JWKSURI)
+		}
+	}
+	for _, ic := range cfg.Issuers {
+		algs, _ := newAlgSet("", ic.Algorithms) // checked by withDefaults
+		r.issuers[ic.Issuer] = &issuer{cfg: ic, algs: algs, keys: newKeySet(ic.JWKSURI), now: r.now, shared: &r.shared}
+	}
+
+	// Ristretto wants about ten counters per item it holds; a cached token
+	// costs a few KiB.
+	counters := max(cfg.Cache.MaxCost/256, 1000)
+	r.cache, err = ristretto.NewCache(&ristretto.Config[string, entry]{
+		NumCounters: counters,
+		MaxCost:     cfg.Cache.MaxCost,
+		BufferItems: 64,
+		KeyToHash:   keyHash,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("token: cache: %w", err)
+	}
+	return r, nil
+}
+
+// keyHash is the cache's key: the SHA-256 of the token, of which ristretto
+// keeps 128 bits (its key and conflict hashes) and never the token itself.
+// The token is hashed in place, without a copy.
+func keyHash(raw string) (uint64, uint64) {
+	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
+	return binary.LittleEndian.Uint64(sum[0:8]), binary.LittleEndian.Uint64(sum[8:16])
+}
+
+// Resolve returns the Token for cred's access token, or an error wrapping
+// ErrInactive, ErrInvalid or ErrUnavailable (possibly also the context's
+// error when ctx ends first). The Token may be shared with other callers and
+// must not be modified.
+func (r *Resolver) Resolve(ctx context.Context, cred credential.Credential) (*Token, error) {
+	raw := cred.Token
+	if e, ok := r.cache.Get(raw); ok && r.now().UnixNano() < e.until {
+		r.stats.hits.Add(1)
+		if e.tok == nil {
+			return nil, ErrInactive
+		}
+		return e.tok, nil
+	}
+	r.stats.misses.Add(1)
+	if raw == "" {
+		return nil, fmt.Errorf("%w: empty token", ErrInvalid)
+	}
+	return r.resolveMiss(ctx, raw)
+}
+
+// resolveMiss resolves raw once for all concurrent callers. The shared work
+// runs on a context detached from the caller's, so a caller that gives up
+// does not fail the others; each step has its own timeout.
+func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, error) {
+	sum := sha256.Sum256([]byte(raw))
+	leader := false
+	ch := r.flights.DoChan(string(sum[:]), func() (any, error) {
+		leader = true
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, fmt.Errorf("%w: resolver closed", ErrUnavailable)
+		}
+		r.active.Add(1)
+		r.mu.Unlock()
+		defer r.active.Done()
+		return r.load(context.WithoutCancel(ctx), raw)
+	})
+	select {
+	case res := <-ch:
+		if !leader {
+			r.stats.coalesced.Add(1)
+		}
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		return res.Val.(*Token), nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// load resolves raw and caches the answer: active tokens after Prepare, until
+// the first of their exp, their JWT's exp and MaxTTL; inactive ones for
+// InactiveTTL; failures never. A panic (in Prepare, say) fails this token
+// closed instead of the process.
+func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.Error("token: panic while resolving a token", "panic", p)
+			tok, err = nil, fmt.Errorf("%w: internal error", ErrUnavailable)
+		}
+	}()
+	tok, err = r.fetch(ctx, raw)
+	now := r.now()
+	if errors.Is(err, ErrInactive) {
+		if r.inactiveTTL > 0 {
+			r.store(raw, entry{until: now.Add(r.inactiveTTL).UnixNano()}, inactiveCost, r.inactiveTTL)
+		}
+		return nil, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	if r.prepare != nil {
+		if err := r.prepare(tok); err != nil {
+			return nil, fmt.Errorf("%w: prepare token: %w", ErrUnavailable, err)
+		}
+	}
+	until := now.Add(r.maxTTL)
+	for _, t := range [...]time.Time{tok.Expiry, tok.JWTExpiry} {
+		if !t.IsZero() && t.Before(until) {
+			until = t
+		}
+	}
+	if ttl := until.Sub(now); ttl > 0 {
+		r.store(raw, entry{tok: tok, until: until.UnixNano()}, tokenCost(tok), ttl)
+	}
+	return tok, nil
+}
+
+// store sets the entry and waits until it is visible, so a caller arriving
+// after the flight ends finds it instead of starting another.
+func (r *Resolver) store(raw string, e entry, cost int64, ttl time.Duration) {
+	if r.cache.SetWithTTL(raw, e, cost, ttl) {
+		r.cache.Wait()
+	}
+}
+
+// fetch routes raw: a JWT of a configured issuer is verified by value,
+// anything else is introspected.
+func (r *Resolver) fetch(ctx context.Context, raw string) (*Token, error) {
+	if len(r.issuers) > 0 {
+		if iss, ok := peekIssuer(raw); ok {
+			if is := r.issuers[iss]; is != nil {
+				tok, err := is.verify(ctx, raw)
+				if err != nil {
+					r.stats.jwtRejected.Add(1)
+				} else {
+					r.stats.jwtVerified.Add(1)
+				}
+				return tok, err
+			}
+		}
+	}
+	if r.intro == nil {
+		return nil, fmt.Errorf("%w: not a JWT of a configured issuer", ErrInvalid)
+	}
+	return r.intro.introspect(ctx, raw)
+}
+
+// Stats returns the counters.
+func (r *Resolver) Stats() Stats {
+	s := &r.stats
+	return Stats{
+		Hits:                   s.hits.Load(),
+		Misses:                 s.misses.Load(),
+		Coalesced:              s.coalesced.Load(),
+		IntrospectionsActive:   s.introActive.Load(),
+		IntrospectionsInactive: s.introInactive.Load(),
+		IntrospectionsFailed:   s.introFailed.Load(),
+		JWTsVerified:           s.jwtVerified.Load(),
+		JWTsRejected:           s.jwtRejected.Load(),
+		JWKSRefreshes:          s.jwksRefreshes.Load(),
+		JWKSFailures:           s.jwksFailures.Load(),
+	}
+}
+
+// Close waits for running resolutions and frees the cache. Call it after the
+// last Resolve has returned: Resolve must not run concurrently with or after
+// Close.
+func (r *Resolver) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.active.Wait()
+	for _, ks := range r.keySets {
+		ks.close()
+	}
+	r.cache.Close()
+	if r.transport != nil {
+		r.transport.CloseIdleConnections()
+	}
+}

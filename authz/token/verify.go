@@ -1,0 +1,81 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// issuer verifies the JWTs of one configured issuer by value.
+type issuer struct {
+	cfg    IssuerConfig
+	algs   algSet
+	keys   *keySet
+	now    func() time.Time
+	shared *interner
+}
+
+// verify checks raw (a JWT whose iss names this issuer) and returns its
+// Token. A token that fails a check is ErrInvalid; keys that could never be
+// fetched are ErrUnavailable.
+func (is *issuer) verify(ctx context.Context, raw string) (*Token, error) {
+	c, err := parseCompact(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
+	}
+	if is.cfg.Type != "" && !typMatches(c.header.Typ, is.cfg.Type) {
+		return nil, fmt.Errorf("%w: jwt: typ %q, expected %q", ErrInvalid, c.header.Typ, is.cfg.Type)
+	}
+	if err := is.keys.verify(ctx, raw, c, is.algs); err != nil {
+		if errors.Is(err, errNoKeys) {
+			return nil, fmt.Errorf("%w: jwt: %v", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
+	}
+	if err := is.checkClaims(c.claims); err != nil {
+		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
+	}
+	tok, err := is.shared.newToken(KindJWT, c.claims)
+	if err != nil {
+		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
+	}
+	tok.JWT, tok.JWTExpiry = raw, tok.Expiry
+	return tok, nil
+}
+
+// checkClaims checks iss, aud, exp (required), nbf and iat with the
+// issuer's skew.
+func (is *issuer) checkClaims(claims map[string]any) error {
+	if iss, _ := claims["iss"].(string); iss != is.cfg.Issuer {
+		return fmt.Errorf("issued by %q, expected %q", iss, is.cfg.Issuer)
+	}
+	if !hasAudience(claims, is.cfg.Audiences...) {
+		return errors.New("audience not accepted")
+	}
+	now := is.now()
+	exp, ok, err := numericDate(claims, "exp")
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return errors.New("no exp claim")
+	case !now.Before(exp.Add(is.cfg.Skew)):
+		return errors.New("token has expired")
+	}
+	nbf, ok, err := numericDate(claims, "nbf")
+	switch {
+	case err != nil:
+		return err
+	case ok && nbf.After(now.Add(is.cfg.Skew)):
+		return errors.New("token is not valid yet (nbf)")
+	}
+	iat, ok, err := numericDate(claims, "iat")
+	switch {
+	case err != nil:
+		return err
+	case ok && iat.After(now.Add(is.cfg.Skew)):
+		return errors.New("token is issued in the future (iat)")
+	}
+	return nil
+}
