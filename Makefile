@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin
 TOOLS := .tools/bin
 
-.PHONY: all build tools test unit e2e run bench fmt vet clean
+.PHONY: all build build-demo-api tools test unit e2e run bench clean
 
 all: build
 
@@ -16,8 +16,11 @@ tools: ## Install Envoy and Hydra into .tools/ (idempotent; fast when done).
 
 test: tools ## Install what the tests need, then run every test, end-to-end included.
 	$(GO) vet ./...
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.tools/*')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(GO) test -count=1 -timeout 15m ./...
+
+e2e: tools ## End-to-end tests only (real Envoy and Hydra).
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(GO) test -count=1 ./e2e/...
 
 unit: ## Unit tests only (no tools needed).
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)

@@ -151,7 +151,16 @@ func (e *Engine) check(ctx context.Context, r *Request) Decision {
 // forward puts the JWT on the upstream request and strips the headers
 // phantom-authz owns, so a client can never spoof them.
 func (e *Engine) forward(r *Request, tok *token.Token, d *Decision) {
-	if tok != nil {
+	switch {
+	case tok == nil && e.cfg.Resolver != nil:
+		// A public route: whatever credential the client sent stays here,
+		// as on every other route; the upstream never sees an opaque token.
+		for _, h := range [...]string{"authorization", "dpop"} {
+			if _, sent := r.Headers[h]; sent && !hasHeader(d.Headers, h) {
+				d.RemoveHeaders = append(d.RemoveHeaders, h)
+			}
+		}
+	case tok != nil:
 		if tok.JWT == "" {
 			// An active token without an upstream JWT means minting is off;
 			// never pass the client's opaque token on.

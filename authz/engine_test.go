@@ -203,3 +203,19 @@ func TestCheckHugeHeaders(t *testing.T) {
 		t.Fatalf("got allowed=%v status=%d", d.Allowed, d.Status)
 	}
 }
+
+func TestCheckPublicRouteDropsCredential(t *testing.T) {
+	e, err := authz.New(authz.Config{Decider: &fakeDecider{allow: true}, Resolver: fakeResolver{}, PublicPaths: []string{"/healthz"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := request(map[string]string{"authorization": "Bearer opaque-secret"})
+	r.Path = "/healthz"
+	d := e.Check(context.Background(), r)
+	if !d.Allowed {
+		t.Fatalf("public route denied: %+v", d)
+	}
+	if strings.Join(d.RemoveHeaders, ",") != "authorization" {
+		t.Errorf("remove = %v, want the client's authorization header removed", d.RemoveHeaders)
+	}
+}

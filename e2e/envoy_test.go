@@ -54,9 +54,13 @@ func TestEnvoyForwardsJWTInsteadOfOpaqueToken(t *testing.T) {
 		t.Errorf("JWT client_id = %v, want %s", claims["client_id"], clientID)
 	}
 
-	// The public health route skips ext_authz altogether.
+	// The public health route skips ext_authz altogether, and a token sent
+	// to it anyway does not go upstream either.
 	if r := s.call(t, http.MethodGet, "/healthz", "", nil); r.status != http.StatusOK || !r.fromUpstream() {
 		t.Errorf("/healthz without a token: %d %s", r.status, r.body)
+	}
+	if up := s.call(t, http.MethodGet, "/healthz", tok, nil).upstream(t); up.Headers["authorization"] != nil {
+		t.Errorf("/healthz passed the client's token upstream: %q", up.Headers["authorization"])
 	}
 }
 

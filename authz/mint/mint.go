@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -71,6 +72,8 @@ type Minter struct {
 	now         func() time.Time
 
 	signer *signingKey
+	// generated is the file of a key generated for this run, removed by Close.
+	generated string
 	// prefix is the encoded protected header and its ".", the same for
 	// every JWT; sigLen the encoded signature's length.
 	prefix []byte
@@ -140,7 +143,16 @@ func New(cfg Config) (*Minter, error) {
 		prefix:      prefix,
 		sigLen:      base64.RawURLEncoding.EncodedLen(keys[0].sigSize),
 		jwks:        jwks,
+		generated:   generatedFile(cfg, keys[0]),
 	}, nil
+}
+
+// generatedFile is the path of k when it was generated for this run.
+func generatedFile(cfg Config, k *signingKey) string {
+	if len(cfg.KeyFiles) == 0 {
+		return k.file
+	}
+	return ""
 }
 
 // protectedHeader encodes the RFC 9068 header of k's JWTs, with the "."
@@ -169,7 +181,7 @@ func loadKeys(cfg Config) ([]*signingKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		cfg.Logger.Info("mint: generated a signing key; name it in signing_key_file to keep it across restarts",
+		cfg.Logger.Info("mint: generated a signing key for this run (removed on exit); set mint.signing_key_file to keep one across restarts",
 			slog.String("path", k.file), slog.String("kid", k.kid), slog.String("alg", k.alg.String()))
 		return []*signingKey{k}, nil
 	}
@@ -290,3 +302,12 @@ func (m *Minter) Mint(tok *token.Token) error {
 // GET /.well-known/jwks.json. It is computed once by New; each call returns
 // a fresh copy the caller may keep.
 func (m *Minter) JWKS() []byte { return bytes.Clone(m.jwks) }
+
+// Close removes the key file generated for this run, if any, so private keys
+// do not pile up in the temp folder.
+func (m *Minter) Close() error {
+	if m.generated == "" {
+		return nil
+	}
+	return os.Remove(m.generated)
+}

@@ -171,6 +171,11 @@ func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
 	}
 
 	path, query := splitTarget(r)
+	// Checked whether or not the policy reads parsed_path, so that a
+	// request's fate does not depend on which fields a policy happens to use.
+	if !validEscapes(path) {
+		return nil, fmt.Errorf("%w: path is not valid URL encoding", authz.ErrInvalidInput)
+	}
 	if n.has(kParsedPath) {
 		t, err := b.parsedPath(path)
 		if err != nil {
@@ -404,6 +409,25 @@ func (b *builder) parsedPath(path string) (*ast.Term, error) {
 		p = rest
 	}
 	return b.term(ast.NewArray(terms...)), nil
+}
+
+// validEscapes reports whether every '%' in s starts a valid escape, the
+// check url.PathUnescape makes, without allocating.
+func validEscapes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			continue
+		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return false
+		}
+		i += 2
+	}
+	return true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // parsedQuery is OPA-Envoy's parsed_query: every parameter with all its

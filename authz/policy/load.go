@@ -20,8 +20,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
-// policySet is one compiled generation of the policy directory. It is
-// immutable: a reload builds a new one and swaps the pointer.
+// policySet is one compiled generation of the policy directory. What it
+// compiled never changes (its caches synchronise themselves): a reload
+// builds a new set and swaps the pointer.
 type policySet struct {
 	compiler *ast.Compiler
 	// query is the configured query, compiled, with its value captured in

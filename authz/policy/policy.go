@@ -113,6 +113,9 @@ func (e *Engine) Reloads() (ok, failed uint64) {
 // PrepareToken builds the token's part of the policy input (input.token)
 // once, storing it in tok.Prepared for every request that presents the token.
 func (e *Engine) PrepareToken(tok *token.Token) error {
+	if tok == nil {
+		return nil
+	}
 	ti, err := newTokenInput(tok)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -421,10 +422,15 @@ func TestBadInputAndMalformedDecisions(t *testing.T) {
 	})
 
 	t.Run("path with a bad escape", func(t *testing.T) {
-		e := newEngine(t, map[string]string{"p.rego": "package envoy.authz\nallow := true if input.parsed_path\n"})
-		_, err := e.Decide(context.Background(), getRequest("/a%zz", nil), nil)
-		if !errors.Is(err, authz.ErrInvalidInput) {
-			t.Fatalf("want ErrInvalidInput, got %v", err)
+		// Whether or not the policy reads the parsed path.
+		for _, p := range []string{"allow := true if input.parsed_path", "allow := true"} {
+			e := newEngine(t, map[string]string{"p.rego": "package envoy.authz\n" + p + "\n"})
+			for _, path := range []string{"/a%zz", "/a%2", "/a%"} {
+				d, err := e.Decide(context.Background(), getRequest(path, nil), nil)
+				if !errors.Is(err, authz.ErrInvalidInput) || d.Allowed {
+					t.Errorf("%s with %q: want ErrInvalidInput, got %+v, %v", path, p, d, err)
+				}
+			}
 		}
 	})
 
@@ -661,8 +667,9 @@ func TestHotReload(t *testing.T) {
 	if !decide().Allowed {
 		t.Fatal("decision changed after a broken reload")
 	}
-	if log := logs.String(); !strings.Contains(log, "level=ERROR") || !strings.Contains(log, filepath.Join("envoy", "broken.rego")+":") {
-		t.Errorf("the refused reload is not logged at error level with its file:\n%s", log)
+	fileLine := regexp.MustCompile(regexp.QuoteMeta(filepath.Join("envoy", "broken.rego")) + `:\d+: rego_parse_error`)
+	if log := logs.String(); !strings.Contains(log, "level=ERROR") || !fileLine.MatchString(log) {
+		t.Errorf("the refused reload is not logged at error level with its file:line and message:\n%s", log)
 	}
 
 	// Fixing it reloads.
@@ -741,4 +748,137 @@ allow := {"allowed": true, "dynamic_metadata": {"token": input.token}} if input.
 	if err := e.PrepareToken(tok); err == nil {
 		t.Error("a claim nested 200 levels deep: want an error")
 	}
+}
+
+// Decisions made concurrently (sharing the compiled set, its data and its
+// pooled evaluators) are the same as made one by one.
+func TestConcurrentDecide(t *testing.T) {
+	e, err := policy.New(policy.Config{Dir: "../../policies", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := activeToken("read")
+	if err := e.PrepareToken(reader); err != nil {
+		t.Fatal(err)
+	}
+	admin := activeToken("admin")
+	admin.ClientID = "admin-console"
+	cases := []struct {
+		method, path string
+		tok          *token.Token
+		allowed      bool
+		status       int
+	}{
+		{"GET", "/api/accounts/1", reader, true, 0},
+		{"POST", "/api/accounts", reader, false, 403},
+		{"GET", "/api/admin/users", admin, true, 0},
+		{"GET", "/api/admin/users", reader, false, 403},
+		{"GET", "/healthz", nil, true, 0},
+		{"GET", "/api/accounts/1", nil, false, 401},
+		{"GET", "/api/nothing/1", reader, false, 403},
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				c := cases[(g+i)%len(cases)]
+				r := getRequest(c.path, nil)
+				r.Method = c.method
+				d, err := e.Decide(context.Background(), r, c.tok)
+				if err != nil || d.Allowed != c.allowed || d.Status != c.status {
+					t.Errorf("%s %s: got %+v, %v; want allowed=%v status=%d", c.method, c.path, d, err, c.allowed, c.status)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// A change no notification reports (here: made before Watch started) is
+// found by the poll comparing content hashes.
+func TestReloadByPolling(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"p.rego": "package envoy.authz\n\nallow := false\n"})
+	e, err := policy.New(policy.Config{Dir: dir, Logger: slog.New(slog.DiscardHandler), PollInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, dir, map[string]string{"p.rego": "package envoy.authz\n\nallow := true\n"})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Watch(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		d, err := e.Decide(context.Background(), getRequest("/", nil), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Allowed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("change not found by polling within 2s (reloads %s)", fmtReloads(e))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ok, failed := e.Reloads(); ok != 1 || failed != 0 {
+		t.Errorf("reloads ok=%d failed=%d, want 1 and 0", ok, failed)
+	}
+}
+
+// The engine builds only the input fields a policy refers to; however a
+// policy reaches a field (dynamic keys, the whole input bound or passed to a
+// function or walked, imports, other packages), it must see its real value.
+// A field wrongly left out would make `not input.x` true: an allow.
+func TestInputReachedIndirectly(t *testing.T) {
+	tests := []struct {
+		name, rules string
+	}{
+		{"dynamic header name", `x := input.attributes.request.http.headers[lower("X-Blocked")]`},
+		{"object.get on the whole input", `x := object.get(input, ["attributes", "request", "http", "headers", "x-blocked"], "none")`},
+		{"bound to a variable", "x := h.request.http.headers[\"x-blocked\"] if h := input.attributes"},
+		{"iterated", `x := [v | some k, v in input.attributes.request.http.headers; k == "x-blocked"][0]`},
+		{"function argument", "f(r) := r.http.headers[\"x-blocked\"]\n\nx := f(input.attributes.request)"},
+		{"walked", `x := [v | walk(input, [p, v]); p == ["attributes", "request", "http", "headers", "x-blocked"]][0]`},
+		{"import alias", "import input.attributes.request as req\n\nx := req.http.headers[\"x-blocked\"]"},
+		{"other package", "import data.lib\n\nx := lib.blocked(input)"},
+		{"bracket keys", `x := input["attributes"]["request"]["http"]["headers"]["x-blocked"]`},
+		{"variable key", `x := input.attributes.request.http[k]["x-blocked"] if k := concat("", ["head", "ers"])`},
+		{"marshalled", `x := json.unmarshal(json.marshal(input.attributes.request)).http.headers["x-blocked"]`},
+	}
+	lib := "package lib\n\nblocked(req) := req.attributes.request.http.headers[\"x-blocked\"]\n"
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEngine(t, map[string]string{
+				"lib.rego": lib,
+				"p.rego":   "package envoy.authz\n\n" + tt.rules + "\n\nallow := {\"allowed\": false, \"headers\": {\"x\": x}}\n",
+			})
+			d, err := e.Decide(context.Background(), getRequest("/", map[string]string{"x-blocked": "yes"}), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(d.Headers) != 1 || d.Headers[0].Value != "yes" {
+				t.Errorf("the policy did not see the header: %+v", d)
+			}
+		})
+	}
+
+	t.Run("absent field is not mistaken for missing", func(t *testing.T) {
+		e := newEngine(t, map[string]string{"p.rego": `package envoy.authz
+
+default allow := false
+
+allow if not input.attributes.request.http.headers["x-blocked"]
+`})
+		d, err := e.Decide(context.Background(), getRequest("/", map[string]string{"x-blocked": "yes"}), nil)
+		if err != nil || d.Allowed {
+			t.Fatalf("want deny, got %+v, %v", d, err)
+		}
+	})
 }

@@ -74,8 +74,24 @@ func serve(path string) error {
 		}
 		return healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	hs.SetServingStatus("", status())
-	hs.SetServingStatus("envoy.service.auth.v3.Authorization", status())
+	setStatus := func() {
+		s := status()
+		hs.SetServingStatus("", s)
+		hs.SetServingStatus("envoy.service.auth.v3.Authorization", s)
+	}
+	setStatus()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				setStatus()
+			}
+		}
+	}()
 
 	hsrv := &http.Server{
 		Handler:           server.NewHTTPHandler(server.HTTPConfig{Ready: st.engine.Ready, JWKS: st.jwks}),

@@ -23,6 +23,9 @@ func (s *stack) close() {
 	if s.resolver != nil {
 		s.resolver.Close()
 	}
+	if s.minter != nil {
+		_ = s.minter.Close()
+	}
 }
 
 func (s *stack) jwks() []byte {

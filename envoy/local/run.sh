@@ -2,7 +2,8 @@
 # The local stack behind `make run`: Hydra (in memory, with a demo client),
 # phantom-authz, the demo API and Envoy, on fixed loopback ports. Prints the
 # two curl commands to try it, stays in the foreground until Ctrl-C (or until
-# one of the processes dies), and stops everything it started on the way out.
+# one of the processes dies; SIGTERM works too), and stops everything it
+# started on the way out.
 #
 #   make run                  (builds first, then runs this)
 #   bash envoy/local/run.sh   (expects bin/phantom-authz, bin/demo-api, .tools/bin/{envoy,hydra})
