@@ -125,7 +125,9 @@ func (e *Engine) check(ctx context.Context, r *Request) Decision {
 
 	var tok *token.Token
 	if e.cfg.Resolver != nil && !e.public(r) {
-		cred, err := credential.FromHeaders(r.Headers, rawPairs(r.RawHeaders), r.Path)
+		// The header map holds every occurrence (authz/server joins raw
+		// headers with commas), so duplicates are seen without RawHeaders.
+		cred, err := credential.FromHeaders(r.Headers, nil, r.Path)
 		if err != nil {
 			return credentialDenial(err)
 		}
@@ -214,17 +216,6 @@ func hasHeader(hs []Header, name string) bool {
 		}
 	}
 	return false
-}
-
-func rawPairs(hs []Header) [][2]string {
-	if hs == nil {
-		return nil
-	}
-	out := make([][2]string, len(hs))
-	for i, h := range hs {
-		out[i] = [2]string{h.Key, h.Value}
-	}
-	return out
 }
 
 func pathOnly(p string) string {

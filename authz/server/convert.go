@@ -58,9 +58,9 @@ func ToRequest(in *authv3.CheckRequest) *authz.Request {
 				joined[k] = v
 			}
 		}
-		if len(r.Headers) == 0 {
-			r.Headers = joined
-		}
+		// The map is derived from the raw headers whenever they are sent,
+		// so both views always agree and duplicates show as joined values.
+		r.Headers = joined
 	}
 	if md := a.GetMetadataContext().GetFilterMetadata(); len(md) > 0 {
 		r.MetadataContext = make(map[string]any, len(md))
