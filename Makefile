@@ -4,14 +4,14 @@ GO    ?= go
 BIN   := bin
 TOOLS := .tools/bin
 
-.PHONY: all build build-demo-api tools test unit e2e run bench clean
+.PHONY: all build build-demo-api tools test unit e2e run bench bench-go clean
 
 all: build
 
 build: ## Build the binaries into bin/.
 	$(GO) build -o $(BIN)/phantom-authz ./cmd/phantom-authz
 
-tools: ## Install Envoy and Hydra into .tools/ (idempotent; fast when done).
+tools: ## Install Envoy, Hydra and Jaeger into .tools/ (idempotent; fast when done).
 	bash e2e/tools/install.sh
 
 test: tools ## Install what the tests need, then run every test, end-to-end included.
@@ -25,15 +25,18 @@ e2e: tools ## End-to-end tests only (real Envoy and Hydra).
 unit: ## Unit tests only (no tools needed).
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
-run: tools build build-demo-api ## Start the local stack: Hydra, phantom-authz, the demo API and Envoy (Ctrl-C stops it).
+run: tools build build-demo-api ## Start the local stack: Hydra, phantom-authz, the demo API, Envoy and Jaeger (Ctrl-C stops it).
 	bash envoy/local/run.sh
 
 .PHONY: build-demo-api
 build-demo-api: ## Build the demo upstream API (echoes the headers it receives) into bin/.
 	$(GO) build -o $(BIN)/demo-api ./cmd/demo-api
 
-bench: ## Engine benchmarks.
-	$(GO) test -run '^$$' -bench . -benchmem ./authz/...
+bench: ## Load scenarios against the real binary and the no-op server; writes e2e/bench/RESULTS.md (~4.5 min).
+	$(GO) run ./e2e/bench
+
+bench-go: ## Go benchmarks of the engine and its stages (BENCH_COUNT=6 for several runs to take the median of).
+	$(GO) test -run '^$$' -bench . -benchmem -count $(or $(BENCH_COUNT),1) ./authz/...
 
 clean:
 	rm -rf $(BIN)

@@ -24,6 +24,15 @@ type Decision struct {
 	// "insufficient_user_authentication"); Scope the scopes a client lacks.
 	Error string
 	Scope string
+	// Scheme is the authentication scheme of the WWW-Authenticate challenge:
+	// "" for Bearer, SchemeDPoP for a client that used DPoP or a route that
+	// demands it (RFC 9449 §7.1; the challenge then carries algs).
+	Scheme string
+	// ACRValues (space-separated) and MaxAge (seconds; nil when not asked)
+	// are the authentication a step-up denial (RFC 9470 §3,
+	// insufficient_user_authentication) asks the client to come back with.
+	ACRValues string
+	MaxAge    *int
 
 	Headers         []Header
 	RemoveHeaders   []string
@@ -33,6 +42,14 @@ type Decision struct {
 	// DynamicMetadata is handed to Envoy's filter metadata (OPA-Envoy's
 	// dynamic_metadata).
 	DynamicMetadata map[string]any
+
+	// DefaultRule says the policy's default rule (or no rule at all)
+	// decided: no rule written for the request matched. Audits look for
+	// routes only ever decided this way.
+	DefaultRule bool
+	// DryRun marks an allow that dry-run mode made of a denial; Status and
+	// Reason keep what the denial would have been.
+	DryRun bool
 }
 
 // ErrInvalidInput marks a request the engine cannot evaluate as sent (no HTTP

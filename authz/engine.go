@@ -3,9 +3,13 @@ package authz
 import (
 	"context"
 	"errors"
-
+	"fmt"
 	"log/slog"
 	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/phantom-authz/phantom-authz/authz/credential"
 	"github.com/phantom-authz/phantom-authz/authz/token"
@@ -22,6 +26,10 @@ type Config struct {
 	// Minter signs the upstream JWT when the token came without one; nil
 	// forwards only tokens that carry their own JWT.
 	Minter Minter
+	// Binder checks sender-constrained tokens (DPoP, certificate-bound)
+	// after resolve, before decide. Nil with a Resolver: a binding.Binder
+	// with its defaults, so a bound token never passes as a bearer token.
+	Binder Binder
 	// Realm is the realm of WWW-Authenticate challenges (default "phantom-authz").
 	Realm string
 	// PublicPaths need no credential: exact paths, or prefixes ending in "*".
@@ -34,6 +42,28 @@ type Config struct {
 	MaxHeaderBytes int
 	// Logger receives one line per denial (default slog.Default()).
 	Logger *slog.Logger
+
+	// InteractionID echoes the client's x-fapi-interaction-id (a UUID) to
+	// the upstream and the response, or generates one (FAPI).
+	InteractionID bool
+	// Pairwise mints the upstream JWT of a pairwise sector (a pseudonymous
+	// sub per upstream); nil: a route that asks for a sector is refused.
+	Pairwise SectorMinter
+	// PairwiseSectors maps an API (context_extensions api) to its pairwise
+	// sector. A route can name its sector with context_extensions
+	// pairwise_sector instead.
+	PairwiseSectors map[string]string
+
+	// Tracer makes a span per check and per stage (nil: none).
+	Tracer trace.Tracer
+	// Meter counts checks and times them (nil: no metrics).
+	Meter metric.Meter
+	// DecisionLog receives one record per decision (nil: none).
+	DecisionLog DecisionLogger
+	// SafeClaims are the claims whose values may appear on spans.
+	SafeClaims []string
+	// DryRun selects routes whose denials are logged but not enforced.
+	DryRun DryRun
 }
 
 // Engine runs the stages in order for each request: credential → resolve →
@@ -44,6 +74,7 @@ type Engine struct {
 	ownedPrefix []string
 	publicExact map[string]bool
 	publicPref  []string
+	obs         *observer
 }
 
 // New checks cfg and returns an Engine.
@@ -61,6 +92,13 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Logger = slog.Default()
 	}
 	e := &Engine{cfg: cfg, ownedExact: map[string]bool{}, publicExact: map[string]bool{}}
+	var err error
+	if err = defaultBinder(&e.cfg); err != nil {
+		return nil, fmt.Errorf("authz: binding: %w", err)
+	}
+	if e.obs, err = newObserver(cfg); err != nil {
+		return nil, fmt.Errorf("authz: telemetry: %w", err)
+	}
 	for _, h := range cfg.OwnedHeaders {
 		if p, ok := strings.CutSuffix(strings.ToLower(h), "*"); ok {
 			e.ownedPrefix = append(e.ownedPrefix, p)
@@ -98,20 +136,35 @@ func (e *Engine) PrepareToken(tok *token.Token) error {
 }
 
 // Check decides one request. It never fails: every error becomes a denial
-// (fail closed).
+// (fail closed). On a dry-run route a denial (not an error) lets the request
+// through once it is logged and counted.
 func (e *Engine) Check(ctx context.Context, r *Request) Decision {
-	d := e.check(ctx, r)
-	if !d.Allowed {
-		e.finishDenial(&d)
-		e.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "denied",
-			slog.String("reason", d.Reason), slog.Int("status", d.Status),
-			slog.String("method", r.Method), slog.String("path", pathOnly(r.Path)),
-			slog.String("route", r.ContextExtensions["api"]), slog.String("request_id", r.ID))
+	var start time.Time
+	if e.obs.timed() {
+		start = time.Now()
 	}
+	ctx, span, own := e.obs.startCheck(ctx)
+	var st checkState
+	d := e.check(ctx, r, &st)
+	dry := false
+	if !d.Allowed {
+		e.denialScheme(r, &d)
+		e.finishDenial(&d)
+		dry = d.Status < 500 && e.dryRun(r)
+		e.logDenial(ctx, r, &d, &st, dry)
+	}
+	e.obs.finish(ctx, span, r, &d, &st, start, dry)
+	if own {
+		span.End()
+	}
+	if dry {
+		d = e.dryRunAllow(r, st.tok, d)
+	}
+	e.interaction(r, &d)
 	return d
 }
 
-func (e *Engine) check(ctx context.Context, r *Request) Decision {
+func (e *Engine) check(ctx context.Context, r *Request, st *checkState) Decision {
 	if r.Method == "" {
 		return deny(400, "invalid_request", "invalid_request", "The request carries no HTTP attributes.")
 	}
@@ -124,29 +177,51 @@ func (e *Engine) check(ctx context.Context, r *Request) Decision {
 	}
 
 	var tok *token.Token
+	var b bound
 	if e.cfg.Resolver != nil && !e.public(r) {
 		// The header map holds every occurrence (authz/server joins raw
 		// headers with commas), so duplicates are seen without RawHeaders.
+		_, span := e.obs.stage(ctx, "credential")
 		cred, err := credential.FromHeaders(r.Headers, nil, r.Path)
+		endCredential(span, cred, err)
 		if err != nil {
 			return credentialDenial(err)
 		}
+		st.auth = presentedAuth(cred)
 		tok, err = e.cfg.Resolver.Resolve(ctx, cred)
 		if err != nil {
+			st.err = err
 			return tokenDenial(err)
+		}
+		st.tok = tok
+		var denied *Decision
+		bctx, span := e.obs.stage(ctx, "binding")
+		b, denied = e.bind(bctx, r, cred, tok)
+		endBinding(span, b.checked, denied)
+		if denied != nil {
+			return *denied
 		}
 	}
 
-	d, err := e.cfg.Decider.Decide(ctx, r, tok)
+	pctx, span := e.obs.stage(ctx, "policy.evaluate")
+	d, err := e.cfg.Decider.Decide(pctx, r, tok)
+	e.obs.endPolicy(span, &d, err)
 	switch {
 	case errors.Is(err, ErrInvalidInput):
 		return deny(400, "invalid_request", "invalid_request", sentence(err))
 	case err != nil:
+		st.err = err
 		return deny(503, "policy_error", "", "The authorization policy could not be evaluated.")
 	case !d.Allowed:
 		return d
 	}
+	if _, err := e.upstreamJWT(r, tok); err != nil {
+		// A pairwise sector without its JWT: the real subject must not go.
+		st.err = err
+		return deny(503, "pairwise_error", "", "The token for the upstream API could not be issued.")
+	}
 	e.forward(r, tok, &d)
+	e.forwardBound(r, b, &d)
 	return d
 }
 
@@ -163,12 +238,16 @@ func (e *Engine) forward(r *Request, tok *token.Token, d *Decision) {
 			}
 		}
 	case tok != nil:
-		if tok.JWT == "" {
+		// The token's JWT, or its pairwise sector's (kept with the token
+		// once check has minted it).
+		jwt, err := e.upstreamJWT(r, tok)
+		if err != nil || jwt == "" {
 			// An active token without an upstream JWT means minting is off;
-			// never pass the client's opaque token on.
+			// never pass the client's opaque token (or, for a pairwise
+			// sector, the real subject) on.
 			d.RemoveHeaders = append(d.RemoveHeaders, "authorization")
 		} else {
-			d.Headers = append(d.Headers, Header{Key: "authorization", Value: "Bearer " + tok.JWT})
+			d.Headers = append(d.Headers, Header{Key: "authorization", Value: "Bearer " + jwt})
 		}
 	}
 	for k := range r.Headers {

@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -25,12 +26,21 @@ func (e *Engine) finishDenial(d *Decision) {
 	}
 }
 
-// challenge builds `Bearer realm="…", error="…", error_description="…", scope="…"`.
+// challenge builds `Bearer realm="…", error="…", error_description="…",
+// scope="…"` (and a step-up's acr_values="…", max_age="…"); a DPoP
+// challenge (RFC 9449 §7.1) starts `DPoP realm="…", algs="…"`.
 func (e *Engine) challenge(d *Decision) string {
 	var b strings.Builder
-	b.WriteString(`Bearer realm="`)
+	if d.Scheme == SchemeDPoP {
+		b.WriteString(`DPoP realm="`)
+	} else {
+		b.WriteString(`Bearer realm="`)
+	}
 	b.WriteString(e.cfg.Realm)
 	b.WriteByte('"')
+	if d.Scheme == SchemeDPoP {
+		param(&b, "algs", e.dpopAlgs())
+	}
 	if d.Error != "" {
 		param(&b, "error", d.Error)
 		if d.Detail != "" {
@@ -38,6 +48,13 @@ func (e *Engine) challenge(d *Decision) string {
 		}
 		if d.Scope != "" {
 			param(&b, "scope", d.Scope)
+		}
+		// RFC 9470 §3 (its examples quote both values).
+		if d.ACRValues != "" {
+			param(&b, "acr_values", d.ACRValues)
+		}
+		if d.MaxAge != nil {
+			param(&b, "max_age", strconv.Itoa(*d.MaxAge))
 		}
 	}
 	return b.String()
@@ -65,16 +82,21 @@ type problemBody struct {
 	Detail string `json:"detail,omitempty"`
 	Error  string `json:"error,omitempty"`
 	Scope  string `json:"scope,omitempty"`
+	// RFC 9470 step-up: the authentication to come back with.
+	ACRValues string `json:"acr_values,omitempty"`
+	MaxAge    *int   `json:"max_age,omitempty"`
 }
 
 func problem(d *Decision) string {
 	b, _ := json.Marshal(problemBody{
-		Type:   "about:blank",
-		Title:  http.StatusText(d.Status),
-		Status: d.Status,
-		Detail: d.Detail,
-		Error:  d.Error,
-		Scope:  d.Scope,
+		Type:      "about:blank",
+		Title:     http.StatusText(d.Status),
+		Status:    d.Status,
+		Detail:    d.Detail,
+		Error:     d.Error,
+		Scope:     d.Scope,
+		ACRValues: d.ACRValues,
+		MaxAge:    d.MaxAge,
 	})
 	return string(b)
 }

@@ -2,10 +2,23 @@ package authz
 
 import (
 	"context"
+	"time"
 
+	"github.com/phantom-authz/phantom-authz/authz/binding"
 	"github.com/phantom-authz/phantom-authz/authz/credential"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
+
+// Binder checks that the sender of a request holds the key its token is
+// bound to (authz/binding): a DPoP proof (RFC 9449), a client certificate
+// (RFC 8705); and that the token is bound where the route demands it.
+// Errors are *binding.Error values.
+type Binder interface {
+	Bind(ctx context.Context, in binding.Input, tok *token.Token) (binding.Result, error)
+	// Algorithms are the DPoP proof algorithms accepted, for the algs
+	// parameter of DPoP challenges.
+	Algorithms() []string
+}
 
 // Resolver turns a presented credential into a Token (authz/token).
 type Resolver interface {
@@ -31,4 +44,11 @@ type TokenPreparer interface {
 // (authz/mint). It sets tok.JWT and tok.JWTExpiry.
 type Minter interface {
 	Mint(tok *token.Token) error
+}
+
+// SectorMinter signs the JWT forwarded to an upstream in a pairwise sector:
+// the token's claims with a pairwise pseudonymous sub for that sector
+// (authz/mint). exp is the JWT's expiry.
+type SectorMinter interface {
+	MintForSector(tok *token.Token, sector string) (jwt string, exp time.Time, err error)
 }

@@ -23,10 +23,13 @@ var (
 		authz, demo string
 		err         error
 	}
-	// tools are the real Envoy and Hydra binaries.
+	// tools are the real Envoy and Hydra binaries, and Jaeger (jaegerErr
+	// when missing: only the tracing tests need it).
 	tools struct {
 		envoy, hydra string
 		err          error
+		jaeger       string
+		jaegerErr    error
 	}
 )
 
@@ -45,8 +48,13 @@ func TestMain(m *testing.M) {
 	}
 	bins.authz, bins.demo, bins.err = build(dir)
 	tools.envoy, tools.hydra, tools.err = findTools()
+	tools.jaeger, tools.jaegerErr = findTool("jaeger")
 
 	code := m.Run()
+	if err := checkAllLogs(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		code = 1
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -66,15 +74,18 @@ func build(dir string) (authz, demo string, err error) {
 	return filepath.Join(dir, "phantom-authz"), filepath.Join(dir, "demo-api"), nil
 }
 
-// findTools looks in .tools/bin (make tools), then on PATH.
-func findTools() (envoy, hydra string, err error) {
-	find := func(name string) (string, error) {
-		p := filepath.Join(root, ".tools", "bin", name)
-		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-		return exec.LookPath(name)
+// findTool looks in .tools/bin (make tools), then on PATH.
+func findTool(name string) (string, error) {
+	p := filepath.Join(root, ".tools", "bin", name)
+	if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+		return p, nil
 	}
+	return exec.LookPath(name)
+}
+
+// findTools finds Envoy and Hydra.
+func findTools() (envoy, hydra string, err error) {
+	find := findTool
 	var missing []string
 	if envoy, err = find("envoy"); err != nil {
 		missing = append(missing, "envoy")
@@ -106,6 +117,21 @@ func needTools(t *testing.T) {
 		return
 	}
 	msg := fmt.Sprintf("%v: run `make tools` (installs Envoy 1.40 and Hydra v2.3.0 into .tools/bin)", tools.err)
+	if os.Getenv(skipEnv) == "1" {
+		t.Skipf("%s; skipped because %s=1", msg, skipEnv)
+	}
+	t.Fatalf("%s, or set %s=1 to skip the end-to-end tests", msg, skipEnv)
+}
+
+// needJaeger stops a test that runs Jaeger when it is missing, as needTools
+// does for Envoy and Hydra.
+func needJaeger(t *testing.T) {
+	t.Helper()
+	needTools(t)
+	if tools.jaegerErr == nil {
+		return
+	}
+	msg := fmt.Sprintf("jaeger not found in .tools/bin or on PATH (%v): run `make tools` (builds Jaeger v1.76.0 into .tools/bin)", tools.jaegerErr)
 	if os.Getenv(skipEnv) == "1" {
 		t.Skipf("%s; skipped because %s=1", msg, skipEnv)
 	}

@@ -277,7 +277,8 @@ func TestLocalStackFilesAgree(t *testing.T) {
 	}
 	ports := runPorts(t)
 	want := map[string]int{"HYDRA_PUBLIC": 4444, "HYDRA_ADMIN": 4445, "ENVOY_PORT": 10000, "ENVOY_ADMIN": 9901,
-		"AUTHZ_GRPC": 9191, "AUTHZ_HTTP": 9192, "DEMO_PORT": 8080}
+		"AUTHZ_GRPC": 9191, "AUTHZ_HTTP": 9192, "DEMO_PORT": 8080,
+		"JAEGER_OTLP_GRPC": 4317, "JAEGER_OTLP_HTTP": 4318, "JAEGER_QUERY": 16686, "JAEGER_QUERY_GRPC": 16685, "JAEGER_HEALTH": 13133}
 	if !reflect.DeepEqual(ports, want) {
 		t.Errorf("run.sh ports %v, want %v", ports, want)
 	}

@@ -93,6 +93,7 @@ func (h *hydra) token(t *testing.T, scope string) string {
 	if !strings.HasPrefix(out.AccessToken, "ory_at_") {
 		t.Fatalf("hydra: access token %q is not an opaque ory_at_ token", out.AccessToken)
 	}
+	secrets.add(out.AccessToken)
 	return out.AccessToken
 }
 
@@ -155,6 +156,11 @@ type authzOptions struct {
 	policyDir string
 	// set overrides keys by dotted path ("cache.max_ttl": "2s").
 	set map[string]any
+	// env is added to phantom-authz's environment (OTEL_* variables).
+	env []string
+	// collectorPort is where Envoy sends its spans (OTLP gRPC); 0: a port
+	// nobody listens on.
+	collectorPort int
 }
 
 // writeAuthzConfig writes the local stack's configuration with the
@@ -227,8 +233,9 @@ func startAuthz(t *testing.T, h *hydra, opts authzOptions) *authzServer {
 		httpURL:  fmt.Sprintf("http://127.0.0.1:%d", hp),
 	}
 	// TMPDIR: the signing key it generates lands in the test's folder.
-	a.process = startProcess(t, "phantom-authz", []string{"TMPDIR=" + t.TempDir()}, []int{gp, hp},
+	a.process = startProcess(t, "phantom-authz", append([]string{"TMPDIR=" + t.TempDir()}, opts.env...), []int{gp, hp},
 		bins.authz, "serve", "--config", cfg)
+	watchLog(t, a.process)
 	a.waitHTTP(t, a.httpURL+"/readyz", 30*time.Second)
 	return a
 }
@@ -256,19 +263,26 @@ const (
 	envoyAdminPort    = 9901
 	envoyAuthzPort    = 9191
 	envoyDemoPort     = 8080
+	// envoyCollectorPort is the OTLP gRPC collector of Envoy's tracer.
+	envoyCollectorPort = 4317
 )
 
-// startEnvoy runs envoy/envoy.yaml itself, its four fixed ports replaced:
-// the tests exercise the configuration that ships.
-func startEnvoy(t *testing.T, authzPort, demoPort int) *envoyProxy {
+// startEnvoy runs envoy/envoy.yaml itself, its fixed ports replaced: the
+// tests exercise the configuration that ships. Envoy's spans go to
+// collectorPort (OTLP gRPC), or nowhere when it is 0.
+func startEnvoy(t *testing.T, authzPort, demoPort, collectorPort int) *envoyProxy {
 	t.Helper()
+	if collectorPort == 0 {
+		collectorPort = freePort(t)
+	}
 	b, err := os.ReadFile(filepath.Join(root, "envoy", "envoy.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	lis, adm := freePort(t), freePort(t)
 	cfg := string(b)
-	for from, to := range map[int]int{envoyListenerPort: lis, envoyAdminPort: adm, envoyAuthzPort: authzPort, envoyDemoPort: demoPort} {
+	for from, to := range map[int]int{envoyListenerPort: lis, envoyAdminPort: adm, envoyAuthzPort: authzPort, envoyDemoPort: demoPort,
+		envoyCollectorPort: collectorPort} {
 		old := fmt.Sprintf("port_value: %d ", from)
 		if n := strings.Count(cfg, old); n != 1 {
 			t.Fatalf("envoy/envoy.yaml has %q %d times, want once: update startEnvoy with the config", old, n)
@@ -305,7 +319,7 @@ func newStack(t *testing.T, opts authzOptions) *stack {
 	s := &stack{hydra: startHydra(t)}
 	s.authz = startAuthz(t, s.hydra, opts)
 	demo := startDemo(t)
-	s.envoy = startEnvoy(t, s.authz.grpcPort, demo)
+	s.envoy = startEnvoy(t, s.authz.grpcPort, demo, opts.collectorPort)
 	return s
 }
 

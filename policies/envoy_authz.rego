@@ -19,6 +19,11 @@ allow := {"allowed": true} if {
 	# Public paths (health checks) are matched exactly, query string
 	# included: "/healthz?x" is not public.
 	input.attributes.request.http.path in data.routes.public
+} else := data.openbanking.accounts.allow if {
+	# The Open Banking pack (openbanking/) decides its APIs itself.
+	api == "ob-accounts"
+} else := data.openbanking.payments.allow if {
+	api == "ob-payments"
 } else := {"allowed": true} if {
 	input.token.active
 	required_scope in input.token.scopes

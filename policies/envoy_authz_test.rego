@@ -142,3 +142,28 @@ test_any_client_on_accounts if {
 	tok := object.union(token(["read"]), {"client_id": "someone-else"})
 	authz.allow == allowed with input as with_token(request("GET", "/api/accounts"), tok)
 }
+
+# The Open Banking pack decides the routes Envoy names ob-accounts and
+# ob-payments.
+
+test_ob_accounts_route_goes_to_the_pack if {
+	req := object.union(request("GET", "/open-banking/accounts"), {"attributes": {
+		"contextExtensions": {"api": "ob-accounts"},
+		"request": {"http": {"headers": {"consent-id": "aac-1"}}},
+	}})
+	tok := object.union(token(["accounts"]), {"claims": {"openbanking_intent_id": "aac-1"}})
+	authz.allow == allowed with input as with_token(req, tok)
+
+	# The default route table would have wanted read; the pack wants its consent.
+	d := authz.allow with input as with_token(req, token(["read", "accounts"]))
+	d.allowed == false
+	d.reason == "The Consent-ID header must name the consent the access token was granted for."
+}
+
+test_ob_payments_route_asks_for_step_up if {
+	req := object.union(request("POST", "/pisp/payment-consents/pc-1/payments"), {"attributes": {"contextExtensions": {"api": "ob-payments"}}})
+	tok := object.union(token(["payments"]), {"claims": {"openbanking_intent_id": "pc-1"}})
+	d := authz.allow with input as with_token(req, tok)
+	d.http_status == 401
+	d.error == "insufficient_user_authentication"
+}

@@ -21,6 +21,14 @@ func TestRego(t *testing.T) {
 	if err != nil {
 		t.Fatalf("loading policies: %v", err)
 	}
+	// The helpers the server compiles with every policy set (data.phantom.fapi).
+	lib, err := policy.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, m := range lib {
+		modules[name] = m
+	}
 	txn, err := store.NewTransaction(ctx)
 	if err != nil {
 		t.Fatal(err)

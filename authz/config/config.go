@@ -29,6 +29,12 @@ type Config struct {
 	Mint          Mint           `yaml:"mint"`
 	JWT           JWT            `yaml:"jwt"`
 	Cache         Cache          `yaml:"cache"`
+	DPoP          DPoP           `yaml:"dpop"`
+	Binding       Binding        `yaml:"binding"`
+	Pairwise      *Pairwise      `yaml:"pairwise"`
+	FAPI          FAPI           `yaml:"fapi"`
+	Telemetry     Telemetry      `yaml:"telemetry"`
+	DryRun        DryRun         `yaml:"dry_run"`
 }
 
 // GRPC is the ext_authz gRPC server.
@@ -37,11 +43,15 @@ type GRPC struct {
 	// MaxRecvBytes bounds one CheckRequest; larger ones are refused by gRPC
 	// (Envoy then fails closed).
 	MaxRecvBytes int `yaml:"max_recv_bytes"`
+	// TLS, when set, serves gRPC over TLS (with client_ca_file, Envoy →
+	// phantom-authz mutual TLS).
+	TLS *TLS `yaml:"tls"`
 }
 
 // HTTP is the health, readiness and JWKS server.
 type HTTP struct {
 	Addr string `yaml:"addr"`
+	TLS  *TLS   `yaml:"tls"`
 }
 
 // Policy is the Rego policy set.
@@ -49,6 +59,9 @@ type Policy struct {
 	Dir          string   `yaml:"dir"`
 	Query        string   `yaml:"query"`
 	PollInterval Duration `yaml:"poll_interval"`
+	// DecisionCacheBytes is the memory budget of the decision cache
+	// (repeated requests answered without evaluating again); 0 turns it off.
+	DecisionCacheBytes int64 `yaml:"decision_cache_bytes"`
 }
 
 // Log is the structured logger.
@@ -104,6 +117,9 @@ type Mint struct {
 // JWT configures by-value JWTs from internal clients.
 type JWT struct {
 	Issuers []Issuer `yaml:"issuers"`
+	// CAFile is a PEM bundle for the issuers' JWKS endpoints (added to
+	// introspection.ca_file's; together they replace the system roots).
+	CAFile string `yaml:"ca_file"`
 }
 
 // Issuer is one trusted JWT issuer.
@@ -130,15 +146,21 @@ func Default() Config {
 	return Config{
 		GRPC:   GRPC{Addr: "127.0.0.1:9191", MaxRecvBytes: 4 << 20},
 		HTTP:   HTTP{Addr: "127.0.0.1:9192"},
-		Policy: Policy{Dir: "./policies", Query: "data.envoy.authz.allow", PollInterval: Duration(time.Second)},
+		Policy: Policy{Dir: "./policies", Query: "data.envoy.authz.allow", PollInterval: Duration(time.Second), DecisionCacheBytes: 16 << 20},
 		Log:    Log{Level: "info", Format: "json"},
 		Auth: Auth{
 			Realm:          "phantom-authz",
 			OwnedHeaders:   []string{"x-jwt-*", "x-user-*"},
 			MaxHeaderBytes: 64 << 10,
 		},
-		Mint:  Mint{Issuer: "https://phantom-authz.local", Audience: StringList{"api"}, MaxLifetime: Duration(5 * time.Minute)},
+		Mint: Mint{Issuer: "https://phantom-authz.local", Audience: StringList{"api"}, MaxLifetime: Duration(5 * time.Minute),
+			// Upstreams see how the user authenticated (RFC 9470 step-up).
+			CopyClaims: []string{"acr", "auth_time", "amr"}},
+		FAPI:  FAPI{InteractionID: true},
 		Cache: Cache{MaxBytes: 64 << 20, MaxTTL: Duration(5 * time.Minute), InactiveTTL: Duration(10 * time.Second)},
+
+		Telemetry: defaultTelemetry(),
+		DPoP:      defaultDPoP(),
 	}
 }
 
@@ -256,6 +278,9 @@ func (c *Config) Validate() error {
 	if c.Policy.PollInterval <= 0 {
 		return &Error{"policy.poll_interval", "must be positive"}
 	}
+	if c.Policy.DecisionCacheBytes < 0 {
+		return &Error{"policy.decision_cache_bytes", "must not be negative (0 turns the cache off)"}
+	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		return &Error{"log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.Log.Level)}
 	}
@@ -313,6 +338,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.InactiveTTL < 0 {
 		return &Error{"cache.inactive_ttl", "must not be negative"}
+	}
+	if err := c.Telemetry.validate(); err != nil {
+		return err
+	}
+	if err := c.DPoP.validate(); err != nil {
+		return err
+	}
+	if err := c.validateFAPI(); err != nil {
+		return err
+	}
+	if err := c.DryRun.validate(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -46,9 +46,13 @@ type Config struct {
 	// MaxLifetime caps a minted JWT's exp at now+MaxLifetime; default 5m.
 	MaxLifetime time.Duration
 	// CopyClaims are claims copied from the introspection answer into the
-	// JWT when present (e.g. "acr", "auth_time", "amr", "cnf"). The claims the
-	// minter sets itself cannot be listed.
+	// JWT when present (e.g. "acr", "auth_time", "amr"). cnf is always
+	// copied. The claims the minter sets itself cannot be listed.
 	CopyClaims []string
+	// PairwiseKeys derive pairwise pseudonymous subjects for MintForSector:
+	// the first derives, all are published in pairwise_previous. None turns
+	// MintForSector off.
+	PairwiseKeys []PairwiseKey
 	// Logger receives the generated key's path; default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -61,6 +65,7 @@ var reserved = map[string]bool{
 	jwt.IssuerKey: true, jwt.SubjectKey: true, jwt.AudienceKey: true,
 	jwt.ExpirationKey: true, jwt.IssuedAtKey: true, jwt.NotBeforeKey: true,
 	jwt.JwtIDKey: true, "client_id": true, "scope": true,
+	ClaimPairwiseKID: true, ClaimPairwisePrevious: true,
 }
 
 // Minter signs upstream JWTs. It is safe for concurrent use.
@@ -70,6 +75,7 @@ type Minter struct {
 	maxLifetime time.Duration
 	copyClaims  []string
 	now         func() time.Time
+	pairwise    *pairwise // nil: no pairwise keys
 
 	signer *signingKey
 	// generated is the file of a key generated for this run, removed by Close.
@@ -115,6 +121,13 @@ func New(cfg Config) (*Minter, error) {
 		cfg.Now = time.Now
 	}
 
+	var pw *pairwise
+	if len(cfg.PairwiseKeys) > 0 {
+		var err error
+		if pw, err = newPairwise(cfg.PairwiseKeys); err != nil {
+			return nil, err
+		}
+	}
 	keys, err := loadKeys(cfg)
 	if err != nil {
 		return nil, err
@@ -137,8 +150,9 @@ func New(cfg Config) (*Minter, error) {
 		issuer:      cfg.Issuer,
 		audience:    append([]string(nil), cfg.Audience...),
 		maxLifetime: cfg.MaxLifetime,
-		copyClaims:  append([]string(nil), cfg.CopyClaims...),
+		copyClaims:  withConfirmation(cfg.CopyClaims),
 		now:         cfg.Now,
+		pairwise:    pw,
 		signer:      keys[0],
 		prefix:      prefix,
 		sigLen:      base64.RawURLEncoding.EncodedLen(keys[0].sigSize),
@@ -226,12 +240,24 @@ func validKID(s string) bool {
 // Its exp is the token's, capped at now+MaxLifetime; an inactive or expired
 // token is refused with an error wrapping token.ErrInactive.
 func (m *Minter) Mint(tok *token.Token) error {
+	signed, exp, err := m.sign(tok, nil)
+	if err != nil {
+		return err
+	}
+	tok.JWT, tok.JWTExpiry = signed, exp
+	return nil
+}
+
+// sign signs the upstream JWT of tok and returns it with its expiry.
+// subject, when not nil, turns the token's subject into the JWT's sub and
+// may add claims.
+func (m *Minter) sign(tok *token.Token, subject func(sub string, claims map[string]any) string) (string, time.Time, error) {
 	if tok == nil || !tok.Active {
-		return fmt.Errorf("mint: %w", token.ErrInactive)
+		return "", time.Time{}, fmt.Errorf("mint: %w", token.ErrInactive)
 	}
 	now := m.now()
 	if !tok.Expiry.IsZero() && !tok.Expiry.After(now) {
-		return fmt.Errorf("mint: the token has expired: %w", token.ErrInactive)
+		return "", time.Time{}, fmt.Errorf("mint: the token has expired: %w", token.ErrInactive)
 	}
 	exp := now.Add(m.maxLifetime)
 	if !tok.Expiry.IsZero() && tok.Expiry.Before(exp) {
@@ -241,7 +267,7 @@ func (m *Minter) Mint(tok *token.Token) error {
 	// outlives the token, and refuse one that would be dead on arrival.
 	expSec, nowSec := exp.Unix(), now.Unix()
 	if expSec <= nowSec {
-		return fmt.Errorf("mint: the token expires within a second: %w", token.ErrInactive)
+		return "", time.Time{}, fmt.Errorf("mint: the token expires within a second: %w", token.ErrInactive)
 	}
 	sub := tok.Subject
 	if sub == "" {
@@ -249,12 +275,12 @@ func (m *Minter) Mint(tok *token.Token) error {
 		sub = tok.ClientID
 	}
 	if sub == "" {
-		return errors.New("mint: the token has neither sub nor client_id")
+		return "", time.Time{}, errors.New("mint: the token has neither sub nor client_id")
 	}
 
 	var jti [16]byte
 	if _, err := rand.Read(jti[:]); err != nil {
-		return fmt.Errorf("mint: jti: %w", err)
+		return "", time.Time{}, fmt.Errorf("mint: jti: %w", err)
 	}
 
 	claims := make(map[string]any, 8+len(m.copyClaims))
@@ -262,6 +288,9 @@ func (m *Minter) Mint(tok *token.Token) error {
 		if v, ok := tok.Claims[name]; ok && v != nil {
 			claims[name] = v
 		}
+	}
+	if subject != nil {
+		sub = subject(sub, claims)
 	}
 	claims[jwt.IssuerKey] = m.issuer
 	claims[jwt.SubjectKey] = sub
@@ -277,7 +306,7 @@ func (m *Minter) Mint(tok *token.Token) error {
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
-		return fmt.Errorf("mint: claims: %w", err)
+		return "", time.Time{}, fmt.Errorf("mint: claims: %w", err)
 	}
 
 	// jwx's building blocks, as its own jwt.Sign fast path uses them: that
@@ -289,13 +318,11 @@ func (m *Minter) Mint(tok *token.Token) error {
 	buf = enc.AppendEncode(buf, payload)
 	sig, err := jwsbb.Sign(m.signer.priv, m.signer.alg.String(), buf, rand.Reader)
 	if err != nil {
-		return fmt.Errorf("mint: sign: %w", err)
+		return "", time.Time{}, fmt.Errorf("mint: sign: %w", err)
 	}
 	buf = append(buf, '.')
 	signed := enc.AppendEncode(buf, sig)
-	tok.JWT = string(signed)
-	tok.JWTExpiry = time.Unix(expSec, 0)
-	return nil
+	return string(signed), time.Unix(expSec, 0), nil
 }
 
 // JWKS returns the public JWK Set JSON of every configured key, for

@@ -28,6 +28,8 @@ var (
 	kReason          = ast.StringTerm("reason")
 	kError           = ast.StringTerm("error")
 	kScope           = ast.StringTerm("scope")
+	kACRValues       = ast.StringTerm("acr_values")
+	kMaxAge          = ast.StringTerm("max_age")
 )
 
 // errMalformed marks a policy result that is not a decision.
@@ -36,9 +38,10 @@ var errMalformed = errors.New("policy: malformed decision")
 // undefinedDecision is the answer when the query has no value: the policy
 // said nothing, so nothing is allowed.
 var undefinedDecision = authz.Decision{
-	Status: http.StatusForbidden,
-	Reason: ReasonDenied,
-	Detail: "no policy decision",
+	Status:      http.StatusForbidden,
+	Reason:      ReasonDenied,
+	Detail:      "no policy decision",
+	DefaultRule: true,
 }
 
 // errorDecision is what Decide returns with an error: a denial the engine
@@ -114,16 +117,22 @@ func objectDecision(o ast.Object) (authz.Decision, error) {
 	if d.Error, err = stringField(o, kError, "error"); err != nil {
 		return d, err
 	}
-	if t := o.Get(kScope); t != nil {
-		if s, ok := t.Value.(ast.String); ok {
-			d.Scope = string(s)
-		} else {
-			scopes, err := stringList(t, "scope")
-			if err != nil {
-				return d, err
-			}
-			d.Scope = strings.Join(scopes, " ")
+	if d.Scope, err = spaceList(o, kScope, "scope"); err != nil {
+		return d, err
+	}
+	if d.ACRValues, err = spaceList(o, kACRValues, "acr_values"); err != nil {
+		return d, err
+	}
+	if t := o.Get(kMaxAge); t != nil {
+		var age int
+		n, ok := t.Value.(ast.Number)
+		if ok {
+			age, ok = n.Int()
 		}
+		if !ok || age < 0 {
+			return d, fmt.Errorf(`"max_age" must be a whole number of seconds, got %v`, t)
+		}
+		d.MaxAge = &age
 	}
 	if t := o.Get(kDynamicMetadata); t != nil {
 		if _, ok := t.Value.(ast.Object); !ok {
@@ -155,6 +164,23 @@ func stringField(o ast.Object, k *ast.Term, name string) (string, error) {
 		return "", fmt.Errorf("%q must be a string, got %s", name, ast.ValueName(t.Value))
 	}
 	return string(s), nil
+}
+
+// spaceList reads a string, or an array of strings joined with spaces (the
+// shape of OAuth's scope and acr_values).
+func spaceList(o ast.Object, k *ast.Term, name string) (string, error) {
+	t := o.Get(k)
+	if t == nil {
+		return "", nil
+	}
+	if s, ok := t.Value.(ast.String); ok {
+		return string(s), nil
+	}
+	list, err := stringList(t, name)
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(list, " "), nil
 }
 
 // stringList reads an array (or set) of strings.

@@ -7,6 +7,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/builtins"
 )
 
 // evaluator is the reusable state of one evaluation of a policy set: the
@@ -25,6 +26,12 @@ type evaluator struct {
 
 	results int
 	result  *ast.Term
+
+	// nd records the non-deterministic builtins an evaluation called, and
+	// builtinErrs the builtins that failed (a failed call is not recorded
+	// in nd): either makes the decision unfit for the decision cache.
+	nd          builtins.NDBCache
+	builtinErrs []topdown.Error
 }
 
 // noMetadata is the request metadata handed to builtins: none. Read-only.
@@ -34,7 +41,7 @@ func (s *policySet) evaluator() *evaluator {
 	if ev, ok := s.evaluators.Get().(*evaluator); ok {
 		return ev
 	}
-	ev := &evaluator{}
+	ev := &evaluator{nd: builtins.NDBCache{}}
 	ev.q = topdown.NewQuery(s.query).
 		WithQueryCompiler(s.queryCompiler).
 		WithCompiler(s.compiler).
@@ -44,7 +51,9 @@ func (s *policySet) evaluator() *evaluator {
 		WithBaseCache(s.data).
 		WithVirtualCache(&ev.rules).
 		WithCancel(&ev.cancel).
-		WithRequestMetadata(noMetadata)
+		WithRequestMetadata(noMetadata).
+		WithNDBuiltinCache(ev.nd).
+		WithBuiltinErrorList(&ev.builtinErrs)
 	ev.iter = ev.collect
 	return ev
 }
@@ -53,6 +62,9 @@ func (s *policySet) release(ev *evaluator) {
 	ev.rules.reset()
 	ev.cancel.ctx = nil
 	ev.result = nil
+	clear(ev.nd)
+	clear(ev.builtinErrs)
+	ev.builtinErrs = ev.builtinErrs[:0]
 	s.evaluators.Put(ev)
 }
 
@@ -64,6 +76,13 @@ func (ev *evaluator) eval(ctx context.Context, input *ast.Term) (int, error) {
 	ev.results, ev.result = 0, nil
 	err := ev.q.WithInput(input).WithTime(time.Now()).Iter(ctx, ev.iter)
 	return ev.results, err
+}
+
+// deterministic reports whether the last evaluation's result depends only on
+// its input and the policy set: it called no non-deterministic builtin and
+// no builtin failed.
+func (ev *evaluator) deterministic() bool {
+	return len(ev.nd) == 0 && len(ev.builtinErrs) == 0
 }
 
 func (ev *evaluator) collect(qr topdown.QueryResult) error {

@@ -269,7 +269,7 @@ func (b *builder) request(n *need, r *authz.Request) *ast.Term {
 		h.str(b, hn, kID, r.ID)
 		h.str(b, hn, kMethod, r.Method)
 		if hn.has(kHeaders) {
-			if t := headers(r); t != nil {
+			if t := headers(r, hn.child(kHeaders)); t != nil {
 				h.add(kHeaders, t)
 			}
 		}
@@ -296,8 +296,18 @@ func (b *builder) request(n *need, r *authz.Request) *ast.Term {
 
 // headers returns the request headers as an object. When Envoy sent only the
 // raw header list, repeated headers are joined with commas as Envoy does for
-// the headers map.
-func headers(r *authz.Request) *ast.Term {
+// the headers map. When the policies name every header they read (n has
+// only named children), only those are built.
+func headers(r *authz.Request, n *need) *ast.Term {
+	if n != nil && !n.all && len(r.Headers) > 0 {
+		items := make([][2]*ast.Term, 0, len(n.children))
+		for k := range n.children {
+			if v, ok := r.Headers[string(k.Value.(ast.String))]; ok {
+				items = append(items, [2]*ast.Term{k, ast.StringTerm(v)})
+			}
+		}
+		return ast.NewTerm(ast.NewObject(items...))
+	}
 	if len(r.Headers) > 0 {
 		return stringMap(r.Headers)
 	}

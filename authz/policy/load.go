@@ -38,11 +38,17 @@ type policySet struct {
 	txn  storage.Transaction
 	data *dataCache
 	need *need
+	// plan keys the set's decisions in the decision cache; nil when they
+	// must not be cached. gen numbers the set in those keys.
+	plan *keyPlan
+	gen  uint64
 	// evaluators are reusable evaluation states of this set (see evaluator).
 	evaluators sync.Pool
 	// hash identifies the files the set was loaded from (see snapshot).
 	hash     [sha256.Size]byte
 	revision string
+	// defaultValue is the query's default rule value (nil: none).
+	defaultValue ast.Value
 }
 
 // decisionVar receives the value of the configured query.
@@ -173,8 +179,15 @@ func loadSnapshot(ctx context.Context, dir, query string, snap *snapshot) (*poli
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 
+	modules, err := Library()
+	if err != nil {
+		return nil, err
+	}
+	for name, m := range res.ParsedModules() {
+		modules[name] = m
+	}
 	compiler := ast.NewCompiler().WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn))
-	compiler.Compile(res.ParsedModules())
+	compiler.Compile(modules)
 	if compiler.Failed() {
 		return nil, fmt.Errorf("policy: %s", describe(compiler.Errors, snap))
 	}
@@ -184,16 +197,20 @@ func loadSnapshot(ctx context.Context, dir, query string, snap *snapshot) (*poli
 		return nil, fmt.Errorf("policy: query %q: %s", query, describe(err, snap))
 	}
 
+	need := inputNeed(compiler, body)
 	return &policySet{
+		plan:          newKeyPlan(compiler, need),
+		gen:           setGenerations.Add(1),
 		compiler:      compiler,
 		query:         body,
 		queryCompiler: qc,
 		store:         store,
 		txn:           txn,
 		data:          &dataCache{},
-		need:          inputNeed(compiler, body),
+		need:          need,
 		hash:          snap.hash,
 		revision:      hex.EncodeToString(snap.hash[:6]),
+		defaultValue:  defaultValue(compiler, query),
 	}, nil
 }
 

@@ -73,7 +73,7 @@ func inputNeed(c *ast.Compiler, query ast.Body) *need {
 }
 
 // add marks the path (the ref after "input") as read. The path stops at the
-// first part that is not a constant field name of our schema: everything
+// first part that is not a constant string (a variable, a number): everything
 // below that point is needed.
 func (n *need) add(path ast.Ref) {
 	for _, part := range path {
@@ -87,8 +87,10 @@ func (n *need) add(path ast.Ref) {
 		}
 		k, ok := inputKeys[string(s)]
 		if !ok {
-			n.setAll()
-			return
+			// A name outside the schema: a header, a context extension,
+			// a label. The builder never looks it up, but the decision
+			// cache keys on exactly the names read.
+			k = n.named(string(s))
 		}
 		next := n.children[k]
 		if next == nil {
@@ -102,6 +104,17 @@ func (n *need) add(path ast.Ref) {
 	}
 	// The path ends here: the whole value is read.
 	n.setAll()
+}
+
+// named returns the key term of the child called name, a new one when
+// there is none yet.
+func (n *need) named(name string) *ast.Term {
+	for k := range n.children {
+		if string(k.Value.(ast.String)) == name {
+			return k
+		}
+	}
+	return ast.StringTerm(name)
 }
 
 func (n *need) setAll() {

@@ -39,6 +39,11 @@ type Config struct {
 	// change was not notified (network file systems, some volume mounts).
 	// Default 1s.
 	PollInterval time.Duration
+	// DecisionCacheBytes is the memory budget of the decision cache, which
+	// serves a repeated request (same token, same fields read by the
+	// policies) without evaluating the policy again. 0 means
+	// DefaultDecisionCacheBytes; a negative value turns the cache off.
+	DecisionCacheBytes int64
 }
 
 // Defaults for Config.
@@ -62,6 +67,10 @@ type Engine struct {
 	failedKey string // what last failed to load (content hash or read error), not to retry
 
 	reloadsOK, reloadsFailed atomic.Uint64
+
+	// decisions caches deterministic decisions (see decisions.go); nil
+	// when off.
+	decisions *decisionCache
 }
 
 // The engine is the pipeline's Decider and TokenPreparer.
@@ -88,6 +97,9 @@ func New(cfg Config) (*Engine, error) {
 	set, err := loadSet(context.Background(), e.dir, e.query)
 	if err != nil {
 		return nil, err
+	}
+	if e.decisions, err = newDecisionCache(e, cfg.DecisionCacheBytes); err != nil {
+		return nil, fmt.Errorf("policy: decision cache: %w", err)
 	}
 	e.set.Store(set)
 	return e, nil
@@ -120,6 +132,7 @@ func (e *Engine) PrepareToken(tok *token.Token) error {
 	if err != nil {
 		return err
 	}
+	ti.id = tokenIDs.Add(1)
 	tok.Prepared = ti
 	return nil
 }
@@ -140,6 +153,11 @@ func (e *Engine) Decide(ctx context.Context, r *authz.Request, tok *token.Token)
 	ti, err := tokenFor(tok)
 	if err != nil {
 		return errorDecision(), err
+	}
+	var key decisionKey
+	key.make(set, r, ti)
+	if d, ok := e.decisions.get(&key); ok {
+		return d, nil
 	}
 	input, err := buildInput(set.need, r, ti)
 	if err != nil {
@@ -162,5 +180,10 @@ func (e *Engine) Decide(ctx context.Context, r *authz.Request, tok *token.Token)
 	case results > 1:
 		return errorDecision(), fmt.Errorf("%w: the query has %d results, want one", errMalformed, results)
 	}
-	return toDecision(ev.result.Value)
+	d, err := toDecision(ev.result.Value)
+	d.DefaultRule = err == nil && set.isDefault(ev.result.Value)
+	if err == nil && ev.deterministic() {
+		e.decisions.put(&key, d)
+	}
+	return d, err
 }

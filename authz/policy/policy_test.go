@@ -126,7 +126,7 @@ allow := {"allowed": false, "http_status": 429} if input.parsed_path[0] == "slow
 			name:   "boolean false",
 			policy: boolPolicy,
 			req:    getRequest("/api/v1/x?lang=en", map[string]string{"authorization": "Bearer let-me-in"}),
-			want:   authz.Decision{Status: 403, Reason: "policy_denied"},
+			want:   authz.Decision{Status: 403, Reason: "policy_denied", DefaultRule: true},
 		},
 		{
 			name:   "object allow with header mutations",
@@ -164,7 +164,7 @@ allow := {"allowed": false, "http_status": 429} if input.parsed_path[0] == "slow
 			name:   "object deny by default",
 			policy: objectPolicy,
 			req:    getRequest("/other", nil),
-			want:   authz.Decision{Status: 403, Reason: "policy_denied"},
+			want:   authz.Decision{Status: 403, Reason: "policy_denied", DefaultRule: true},
 		},
 	}
 	for _, tt := range tests {
@@ -440,7 +440,7 @@ func TestBadInputAndMalformedDecisions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := authz.Decision{Status: 403, Reason: "policy_denied", Detail: "no policy decision"}
+		want := authz.Decision{Status: 403, Reason: "policy_denied", Detail: "no policy decision", DefaultRule: true}
 		if !reflect.DeepEqual(d, want) {
 			t.Errorf("got %+v, want %+v", d, want)
 		}
@@ -460,6 +460,11 @@ func TestBadInputAndMalformedDecisions(t *testing.T) {
 		{"body not a string", `allow := {"allowed": false, "body": {"a": 1}}`},
 		{"dynamic_metadata not an object", `allow := {"allowed": true, "dynamic_metadata": [1]}`},
 		{"scope a number", `allow := {"allowed": false, "scope": 1}`},
+		{"acr_values a number", `allow := {"allowed": false, "acr_values": 1}`},
+		{"acr_values not strings", `allow := {"allowed": false, "acr_values": ["urn:a", 2]}`},
+		{"max_age a string", `allow := {"allowed": false, "max_age": "300"}`},
+		{"max_age negative", `allow := {"allowed": false, "max_age": -1}`},
+		{"max_age fractional", `allow := {"allowed": false, "max_age": 1.5}`},
 		{"a set of values", "allow contains true\nallow contains false"},
 		{"conflicting rules", "allow := true if input.parsed_path\nallow := false if input.parsed_path"},
 		{"builtin error in strict place", `allow := {"allowed": true, "headers": {"x": "1"}} if { x := 1 / 0; x > 0 }`},

@@ -12,7 +12,17 @@ import (
 // and shared by every request that presents it while it is cached.
 type tokenInput struct {
 	term *ast.Term
+	// id identifies the token in decision cache keys; 0 for one built for a
+	// single request (not prepared), which is never cached.
+	id uint64
+	// size is the estimated heap size of term, for the token cache's budget.
+	size int64
 }
+
+// Size reports the memory the token's policy input holds, so the token
+// cache counts it (token.Token.Prepared). The AST of the claims is several
+// times the size of the decoded JSON they come from.
+func (ti *tokenInput) Size() int64 { return ti.size }
 
 var (
 	kActive   = ast.StringTerm("active")
@@ -73,7 +83,39 @@ func newTokenInput(tok *token.Token) (ti *tokenInput, err error) {
 			items = append(items, [2]*ast.Term{kCnf, cnf})
 		}
 	}
-	return &tokenInput{term: ast.ObjectTerm(items...)}, nil
+	term := ast.ObjectTerm(items...)
+	return &tokenInput{term: term, size: termCost(term, 0)}, nil
+}
+
+// termCost estimates the heap bytes of an AST term: the term, its value and
+// the object and array structures that hold them. Terms shared with other
+// inputs (interned keys) are counted too: an over-estimate errs on the side
+// of the budget.
+func termCost(t *ast.Term, depth int) int64 {
+	const term = 32 // Value interface, Location pointer, rounded to the size class
+	if t == nil || depth > maxDepth {
+		return term
+	}
+	switch v := t.Value.(type) {
+	case ast.String:
+		return term + 16 + int64(len(v))
+	case ast.Number:
+		return term + 16 + int64(len(v))
+	case ast.Object:
+		n := int64(term + 96)
+		v.Foreach(func(k, x *ast.Term) { n += 64 + termCost(k, depth+1) + termCost(x, depth+1) })
+		return n
+	case *ast.Array:
+		n := int64(term + 48)
+		v.Foreach(func(x *ast.Term) { n += 16 + termCost(x, depth+1) })
+		return n
+	case ast.Set:
+		n := int64(term + 96)
+		v.Foreach(func(x *ast.Term) { n += 48 + termCost(x, depth+1) })
+		return n
+	default:
+		return term + 16
+	}
 }
 
 // tokenFor returns the prepared input.token of tok, building it when the

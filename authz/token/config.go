@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Resolver. The zero value of every field but the token
@@ -30,9 +33,22 @@ type Config struct {
 	// JWT, build the policy input). An error keeps the token out of the cache and
 	// is returned wrapped in ErrUnavailable.
 	Prepare func(*Token) error
+	// CAFile is a PEM bundle that replaces the system roots, together with
+	// Introspection.CAFile, for every endpoint the resolver calls: the
+	// issuers' JWKS when there is no introspection.
+	CAFile string
 	// HTTPClient overrides the client used for introspection and JWKS (tests).
-	// When set, CAFile is not used.
+	// When set, the CA files are not used.
 	HTTPClient *http.Client
+	// WrapTransport, when set, wraps the transport of the resolver's own
+	// client (not of HTTPClient): the hook for tracing instrumentation.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// Tracer makes the spans of cache lookups, introspections, JWT
+	// verifications, JWKS fetches and token preparation; nil makes none.
+	Tracer trace.Tracer
+	// Meter records introspection latency; nil records nothing. The counters
+	// are in Stats.
+	Meter metric.Meter
 	// Logger receives warnings about the OAuth server and JWKS endpoints; nil
 	// discards them. Tokens and secrets are never logged.
 	Logger *slog.Logger
@@ -312,21 +328,28 @@ func checkURL(field, raw string, allowHTTP bool) error {
 }
 
 // newHTTPClient is the client for the OAuth server and JWKS endpoints. It
-// never follows redirects: a 307 would resend the token elsewhere.
-func newHTTPClient(caFile string) (*http.Client, *http.Transport, error) {
+// never follows redirects: a 307 would resend the token elsewhere. caFiles
+// maps a configuration key to a PEM bundle; together they replace the
+// system roots.
+func newHTTPClient(caFiles map[string]string) (*http.Client, *http.Transport, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
+	for _, key := range slices.Sorted(maps.Keys(caFiles)) {
+		caFile := caFiles[key]
+		if caFile == "" {
+			continue
+		}
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("token: introspection.ca_file: %w", err)
+			return nil, nil, fmt.Errorf("token: %s: %w", key, err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("token: introspection.ca_file %s holds no PEM certificate", caFile)
+		if tr.TLSClientConfig.RootCAs == nil {
+			tr.TLSClientConfig.RootCAs = x509.NewCertPool()
 		}
-		tr.TLSClientConfig.RootCAs = pool
+		if !tr.TLSClientConfig.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("token: %s %s holds no PEM certificate", key, caFile)
+		}
 	}
 	client := &http.Client{
 		Transport: tr,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,8 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // introspector asks the OAuth server about opaque tokens (RFC 7662).
@@ -28,6 +31,9 @@ type introspector struct {
 	log    *slog.Logger
 	stats  *counters
 	shared *interner
+	// tracer (nil: no spans) and duration (nil: not recorded) report each call.
+	tracer   trace.Tracer
+	duration metric.Float64Histogram
 
 	// private_key_jwt
 	key    jwk.Key
@@ -66,6 +72,11 @@ func (in *introspector) loadClientKey() error {
 	}
 	if private, err := jwk.IsPrivateKey(key); err != nil || !private {
 		return fmt.Errorf("token: introspection.private_key_file holds no private key")
+	}
+	if pub, err := jwk.PublicRawKeyOf(key); err == nil {
+		if rk, ok := pub.(*rsa.PublicKey); ok && rk.N.BitLen() < minRSABits {
+			return fmt.Errorf("token: introspection.private_key_file: RSA key of %d bits is too short (at least %d)", rk.N.BitLen(), minRSABits)
+		}
 	}
 	name := in.cfg.PrivateKeyAlg
 	if name == "" {
@@ -149,7 +160,16 @@ func (in *introspector) clientAssertion() (string, error) {
 // does not vouch for and an error wrapping ErrUnavailable when the server
 // cannot be asked or answers nonsense; the error never holds the token.
 func (in *introspector) introspect(ctx context.Context, raw string) (*Token, error) {
+	ctx, span := startSpan(in.tracer, ctx, "token.introspect")
+	start := time.Now()
 	tok, err := in.do(ctx, raw)
+	if in.duration != nil {
+		in.duration.Record(ctx, time.Since(start).Seconds(), introspectionOutcomes[outcome(err)])
+	}
+	if span.IsRecording() {
+		span.SetAttributes(attrOutcome.String(outcome(err)), attrResponse.String(in.cfg.Response))
+	}
+	endSpan(span, err)
 	switch {
 	case err == nil:
 		in.stats.introActive.Add(1)
@@ -157,7 +177,7 @@ func (in *introspector) introspect(ctx context.Context, raw string) (*Token, err
 		in.stats.introInactive.Add(1)
 	default:
 		in.stats.introFailed.Add(1)
-		in.log.Warn("token: introspection failed", "endpoint", in.cfg.Endpoint, "err", err)
+		in.log.WarnContext(ctx, "token: introspection failed", "endpoint", in.cfg.Endpoint, "err", err)
 	}
 	return tok, err
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/phantom-authz/phantom-authz/authz/credential"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -36,6 +37,7 @@ type Resolver struct {
 	shared    interner
 	transport *http.Transport // ours, when no HTTPClient was given
 	keySets   []*keySet
+	tracer    trace.Tracer // nil: no spans
 
 	mu     sync.Mutex // guards closed against flights starting
 	closed bool
@@ -63,6 +65,11 @@ type Stats struct {
 	JWTsVerified, JWTsRejected uint64
 	// JWKSRefreshes counts successful JWKS fetches, JWKSFailures failed ones.
 	JWKSRefreshes, JWKSFailures uint64
+	// Evictions counts cached answers dropped to stay within the memory
+	// budget; Expirations those dropped because their time was up.
+	Evictions, Expirations uint64
+	// CacheBytes is the cache's current cost, in bytes.
+	CacheBytes int64
 }
 
 type counters struct {
@@ -70,6 +77,7 @@ type counters struct {
 	introActive, introInactive, introFailed atomic.Uint64
 	jwtVerified, jwtRejected                atomic.Uint64
 	jwksRefreshes, jwksFailures             atomic.Uint64
+	evictions, expirations                  atomic.Uint64
 }
 
 // New checks cfg and builds a Resolver. It does not contact the OAuth server
@@ -86,27 +94,36 @@ func New(cfg Config) (*Resolver, error) {
 		maxTTL:      cfg.Cache.MaxTTL,
 		inactiveTTL: cfg.Cache.InactiveTTL,
 		issuers:     make(map[string]*issuer, len(cfg.Issuers)),
+		tracer:      cfg.Tracer,
 	}
 	client := cfg.HTTPClient
 	if client == nil {
-		caFile := ""
+		caFiles := map[string]string{"ca_file": cfg.CAFile}
 		if cfg.Introspection != nil {
-			caFile = cfg.Introspection.CAFile
+			caFiles["introspection.ca_file"] = cfg.Introspection.CAFile
 		}
-		client, r.transport, err = newHTTPClient(caFile)
+		client, r.transport, err = newHTTPClient(caFiles)
 		if err != nil {
 			return nil, err
 		}
+		if cfg.WrapTransport != nil {
+			client.Transport = cfg.WrapTransport(client.Transport)
+		}
+	}
+	introDuration, err := introspectionHistogram(cfg.Meter)
+	if err != nil {
+		return nil, err
 	}
 	timeout := defaultTimeout
 	newKeySet := func(uri string) *keySet {
-		ks := &keySet{uri: uri, client: client, timeout: timeout, now: r.now, log: r.log, stats: &r.stats}
+		ks := &keySet{uri: uri, client: client, timeout: timeout, now: r.now, log: r.log, stats: &r.stats, tracer: cfg.Tracer}
 		r.keySets = append(r.keySets, ks)
 		return ks
 	}
 	if in := cfg.Introspection; in != nil {
 		timeout = in.Timeout
-		r.intro = &introspector{cfg: *in, client: client, now: r.now, log: r.log, stats: &r.stats, shared: &r.shared}
+		r.intro = &introspector{cfg: *in, client: client, now: r.now, log: r.log, stats: &r.stats, shared: &r.shared,
+			tracer: cfg.Tracer, duration: introDuration}
 		if in.AuthMethod == AuthPrivateKeyJWT {
 			if err := r.intro.loadClientKey(); err != nil {
 				return nil, err
@@ -129,6 +146,7 @@ func New(cfg Config) (*Resolver, error) {
 		MaxCost:     cfg.Cache.MaxCost,
 		BufferItems: 64,
 		KeyToHash:   keyHash,
+		OnEvict:     r.evicted,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("token: cache: %w", err)
@@ -149,19 +167,29 @@ func keyHash(raw string) (uint64, uint64) {
 // error when ctx ends first). The Token may be shared with other callers and
 // must not be modified.
 func (r *Resolver) Resolve(ctx context.Context, cred credential.Credential) (*Token, error) {
+	if r.tracer != nil {
+		return r.resolveTraced(ctx, cred)
+	}
+	tok, _, err := r.resolve(ctx, cred)
+	return tok, err
+}
+
+// resolve is Resolve; hit says the cache answered.
+func (r *Resolver) resolve(ctx context.Context, cred credential.Credential) (*Token, bool, error) {
 	raw := cred.Token
 	if e, ok := r.cache.Get(raw); ok && r.now().UnixNano() < e.until {
 		r.stats.hits.Add(1)
 		if e.tok == nil {
-			return nil, ErrInactive
+			return nil, true, ErrInactive
 		}
-		return e.tok, nil
+		return e.tok, true, nil
 	}
 	r.stats.misses.Add(1)
 	if raw == "" {
-		return nil, fmt.Errorf("%w: empty token", ErrInvalid)
+		return nil, false, fmt.Errorf("%w: empty token", ErrInvalid)
 	}
-	return r.resolveMiss(ctx, raw)
+	tok, err := r.resolveMiss(ctx, raw)
+	return tok, false, err
 }
 
 // resolveMiss resolves raw once for all concurrent callers. The shared work
@@ -186,6 +214,9 @@ func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, error) 
 	case res := <-ch:
 		if !leader {
 			r.stats.coalesced.Add(1)
+			if r.tracer != nil {
+				trace.SpanFromContext(ctx).SetAttributes(attrCoalesced.Bool(true))
+			}
 		}
 		if res.Err != nil {
 			return nil, res.Err
@@ -219,7 +250,7 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 		return nil, err
 	}
 	if r.prepare != nil {
-		if err := r.prepare(tok); err != nil {
+		if err := r.prepareTraced(ctx, tok); err != nil {
 			return nil, fmt.Errorf("%w: prepare token: %w", ErrUnavailable, err)
 		}
 	}
@@ -249,12 +280,14 @@ func (r *Resolver) fetch(ctx context.Context, raw string) (*Token, error) {
 	if len(r.issuers) > 0 {
 		if iss, ok := peekIssuer(raw); ok {
 			if is := r.issuers[iss]; is != nil {
-				tok, err := is.verify(ctx, raw)
+				vctx, span := startSpan(r.tracer, ctx, "token.verify")
+				tok, err := is.verify(vctx, raw)
 				if err != nil {
 					r.stats.jwtRejected.Add(1)
 				} else {
 					r.stats.jwtVerified.Add(1)
 				}
+				endSpan(span, err)
 				return tok, err
 			}
 		}
@@ -279,6 +312,9 @@ func (r *Resolver) Stats() Stats {
 		JWTsRejected:           s.jwtRejected.Load(),
 		JWKSRefreshes:          s.jwksRefreshes.Load(),
 		JWKSFailures:           s.jwksFailures.Load(),
+		Evictions:              s.evictions.Load(),
+		Expirations:            s.expirations.Load(),
+		CacheBytes:             r.cache.MaxCost() - r.cache.RemainingCost(),
 	}
 }
 

@@ -6,6 +6,7 @@ package token
 
 import (
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -48,6 +49,37 @@ type Token struct {
 	// A value with a Size() int64 method reports its bytes to the cache's
 	// budget; any other is counted as large as Claims.
 	Prepared any
+
+	// sectorJWTs are the upstream JWTs minted per pairwise sector
+	// (sector → sectorJWT), kept with the token while it is cached. The
+	// number of sectors is bounded by configuration, not by requests.
+	sectorJWTs sync.Map
+}
+
+type sectorJWT struct {
+	jwt string
+	exp time.Time
+}
+
+// SectorJWT returns the upstream JWT minted for the pairwise sector, when one
+// is kept and has not expired at now. Safe for concurrent use.
+func (t *Token) SectorJWT(sector string, now time.Time) (string, bool) {
+	v, ok := t.sectorJWTs.Load(sector)
+	if !ok {
+		return "", false
+	}
+	s := v.(sectorJWT)
+	if !now.Before(s.exp) {
+		return "", false
+	}
+	return s.jwt, true
+}
+
+// SetSectorJWT keeps jwt, valid until exp, as the token's upstream JWT for
+// the pairwise sector. Safe for concurrent use: of two racing calls the
+// last wins, and both JWTs are valid.
+func (t *Token) SetSectorJWT(sector, jwt string, exp time.Time) {
+	t.sectorJWTs.Store(sector, sectorJWT{jwt: jwt, exp: exp})
 }
 
 // Errors a Resolver returns, each mapping to exactly one denial.

@@ -51,7 +51,7 @@ func checkCmd() *cobra.Command {
 				return &exitError{2, fmt.Errorf("--request: not a CheckRequest in protojson: %w", err)}
 			}
 			log := telemetry.NewLogger(cmd.ErrOrStderr(), "warn", cfg.Log.Format)
-			st, err := build(cfg, log)
+			st, err := build(cfg, log, nil)
 			if err != nil {
 				return &exitError{1, err}
 			}

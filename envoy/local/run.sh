@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The local stack behind `make run`: Hydra (in memory, with a demo client),
-# phantom-authz, the demo API and Envoy, on fixed loopback ports. Prints the
+# phantom-authz, the demo API, Envoy and, when `make tools` built it, Jaeger
+# (traces from Envoy and phantom-authz, one trace per request), on fixed
+# loopback ports. Prints the
 # two curl commands to try it, stays in the foreground until Ctrl-C (or until
 # one of the processes dies; SIGTERM works too), and stops everything it
 # started on the way out.
 #
 #   make run                  (builds first, then runs this)
-#   bash envoy/local/run.sh   (expects bin/phantom-authz, bin/demo-api, .tools/bin/{envoy,hydra})
+#   bash envoy/local/run.sh   (expects bin/phantom-authz, bin/demo-api, .tools/bin/{envoy,hydra}; .tools/bin/jaeger optional)
 #
 # Ports: Envoy 10000 (admin 9901), phantom-authz 9191 gRPC / 9192 HTTP,
-# Hydra 4444 public / 4445 admin, demo API 8080.
+# Hydra 4444 public / 4445 admin, demo API 8080, Jaeger OTLP 4317 gRPC /
+# 4318 HTTP, query API and UI 16686 (gRPC 16685), health 13133.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -26,17 +29,26 @@ ENVOY_ADMIN=9901
 AUTHZ_GRPC=9191
 AUTHZ_HTTP=9192
 DEMO_PORT=8080
+JAEGER_OTLP_GRPC=4317
+JAEGER_OTLP_HTTP=4318
+JAEGER_QUERY=16686
+JAEGER_QUERY_GRPC=16685
+JAEGER_HEALTH=13133
 
 die() { echo "run.sh: $*" >&2; exit 1; }
 
 for exe in "$BIN/phantom-authz" "$BIN/demo-api" "$TOOLS/envoy" "$TOOLS/hydra"; do
   [[ -x "$exe" ]] || die "$exe not found; run \`make run\` (it builds and installs them)"
 done
+JAEGER=""
+[[ -x "$TOOLS/jaeger" ]] && JAEGER="$TOOLS/jaeger"
 command -v curl >/dev/null || die "curl not found"
 command -v setsid >/dev/null || die "setsid not found (util-linux)"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $HYDRA_PUBLIC $HYDRA_ADMIN $ENVOY_PORT $ENVOY_ADMIN $AUTHZ_GRPC $AUTHZ_HTTP $DEMO_PORT; do
+PORTS=($HYDRA_PUBLIC $HYDRA_ADMIN $ENVOY_PORT $ENVOY_ADMIN $AUTHZ_GRPC $AUTHZ_HTTP $DEMO_PORT)
+[[ -n "$JAEGER" ]] && PORTS+=($JAEGER_OTLP_GRPC $JAEGER_OTLP_HTTP $JAEGER_QUERY $JAEGER_QUERY_GRPC $JAEGER_HEALTH)
+for p in "${PORTS[@]}"; do
   port_busy "$p" && die "port $p on 127.0.0.1 is already in use (another \`make run\`?)"
 done
 
@@ -100,6 +112,20 @@ wait_http() {
 
 echo "logs: $LOGS"
 
+# Jaeger first, so the first requests' spans have somewhere to go. Without
+# it, phantom-authz does not trace and Envoy's spans are dropped.
+AUTHZ_ENV=()
+if [[ -n "$JAEGER" ]]; then
+  start jaeger env JAEGER_OTLP_GRPC_ADDR=127.0.0.1:$JAEGER_OTLP_GRPC JAEGER_OTLP_HTTP_ADDR=127.0.0.1:$JAEGER_OTLP_HTTP \
+    JAEGER_QUERY_ADDR=127.0.0.1:$JAEGER_QUERY JAEGER_QUERY_GRPC_ADDR=127.0.0.1:$JAEGER_QUERY_GRPC \
+    JAEGER_HEALTH_ADDR=127.0.0.1:$JAEGER_HEALTH \
+    "$JAEGER" --config "file:$ROOT/envoy/local/jaeger.yaml"
+  wait_http jaeger "http://127.0.0.1:$JAEGER_HEALTH/status"
+  # The standard variables: OTLP over HTTP to Jaeger; setting the exporter
+  # turns tracing on.
+  AUTHZ_ENV=(OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$JAEGER_OTLP_HTTP")
+fi
+
 start hydra env DSN=memory \
   SECRETS_SYSTEM="local-stack-only-not-a-secret-0123456789" \
   URLS_SELF_ISSUER="http://127.0.0.1:$HYDRA_PUBLIC/" \
@@ -117,11 +143,17 @@ if ! curl -fsS -o /dev/null "http://127.0.0.1:$HYDRA_ADMIN/admin/clients/$CLIENT
 fi
 
 start demo-api "$BIN/demo-api" -addr "127.0.0.1:$DEMO_PORT"
-start phantom-authz env TMPDIR="$KEYS" "$BIN/phantom-authz" serve --config envoy/local/phantom-authz.yaml
+start phantom-authz env TMPDIR="$KEYS" "${AUTHZ_ENV[@]}" "$BIN/phantom-authz" serve --config envoy/local/phantom-authz.yaml
 start envoy "$TOOLS/envoy" -c envoy/envoy.yaml --disable-hot-restart -l warning
 wait_http demo-api "http://127.0.0.1:$DEMO_PORT/"
 wait_http phantom-authz "http://127.0.0.1:$AUTHZ_HTTP/readyz"
 wait_http envoy "http://127.0.0.1:$ENVOY_ADMIN/ready"
+
+if [[ -n "$JAEGER" ]]; then
+  TRACES="  Jaeger         http://127.0.0.1:$JAEGER_QUERY/api/traces?service=phantom-authz  (one trace per request, Envoy's and phantom-authz's spans)"
+else
+  TRACES="  Jaeger         not installed (\`make tools\` builds it): no traces"
+fi
 
 cat <<EOF
 
@@ -130,6 +162,9 @@ phantom-authz local stack is up:
   phantom-authz  grpc 127.0.0.1:$AUTHZ_GRPC, http://127.0.0.1:$AUTHZ_HTTP/.well-known/jwks.json
   Hydra          http://127.0.0.1:$HYDRA_PUBLIC (admin http://127.0.0.1:$HYDRA_ADMIN)
   demo API       http://127.0.0.1:$DEMO_PORT (echoes the headers it receives)
+  metrics        http://127.0.0.1:$AUTHZ_HTTP/metrics
+  decision log   $LOGS/phantom-authz.log (\`bin/phantom-authz audit $LOGS/phantom-authz.log\`)
+$TRACES
 
 1. Get an opaque access token from Hydra:
 

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/binding"
+	"github.com/phantom-authz/phantom-authz/authz/config"
+)
+
+// binder is the bind stage of the configuration: DPoP proofs (dpop) and
+// where sender-constrained tokens are demanded (binding). count wraps the
+// replay store to count the replays it refuses (metrics).
+func binder(cfg config.Config, count func(binding.ReplayStore) binding.ReplayStore) (authz.Binder, error) {
+	bc := binding.Config{
+		Algorithms:               cfg.DPoP.Algorithms,
+		IATWindow:                cfg.DPoP.IATWindow.D(),
+		Replay:                   count(binding.NewMemoryReplay(cfg.DPoP.ReplayMaxEntries)),
+		RequireSenderConstrained: cfg.Binding.RequireSenderConstrained,
+	}
+	if n := cfg.DPoP.Nonce; n.Enabled {
+		bc.Nonce = &binding.NonceConfig{Secret: n.Secret, Lifetime: n.Lifetime.D()}
+	}
+	b, err := binding.New(bc)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}

@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// What must never appear in phantom-authz's output (its logs on stderr, its
+// decision log on stdout): the tokens the tests obtain, the client secrets
+// and Hydra's system secret of the test stacks, any JWT (the upstream JWTs
+// phantom-authz mints, DPoP proofs) and any private key.
+var secrets = &secretSet{values: map[string]bool{
+	clientSecret:                             true,
+	"e2e-only-not-a-secret-0123456789abcdef": true, // Hydra's SECRETS_SYSTEM
+	"unused-by-hydra":                        true, // introspection.client_secret in envoy/local/phantom-authz.yaml
+}}
+
+var (
+	jwtPattern        = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*`)
+	privateKeyPattern = regexp.MustCompile(`PRIVATE KEY|"d"\s*:\s*"`)
+)
+
+type secretSet struct {
+	mu     sync.Mutex
+	values map[string]bool
+	// logs is every phantom-authz output of the run, checked once more at
+	// the end against the secrets known by then.
+	logs []capturedLog
+}
+
+type capturedLog struct {
+	test string
+	text string
+}
+
+func (s *secretSet) add(v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.values[v] = true
+}
+
+// leaks describes each line of text holding a secret, without repeating
+// the secret.
+func (s *secretSet) leaks(text string) []string {
+	s.mu.Lock()
+	values := make([]string, 0, len(s.values))
+	for v := range s.values {
+		values = append(values, v)
+	}
+	s.mu.Unlock()
+	var out []string
+	for i, line := range strings.Split(text, "\n") {
+		for _, v := range values {
+			if strings.Contains(line, v) {
+				out = append(out, fmt.Sprintf("line %d holds a secret starting %q", i+1, v[:min(8, len(v))]))
+			}
+		}
+		if jwtPattern.MatchString(line) {
+			out = append(out, fmt.Sprintf("line %d holds a JWT", i+1))
+		}
+		if privateKeyPattern.MatchString(line) {
+			out = append(out, fmt.Sprintf("line %d holds a private key", i+1))
+		}
+	}
+	return out
+}
+
+// watchLog checks, when the test ends, that the output of the phantom-authz
+// process p holds no secret, and keeps it for the final check of the run.
+func watchLog(t *testing.T, p *process) {
+	t.Helper()
+	t.Cleanup(func() {
+		_ = p.stop() // the whole output, shutdown included
+		b, err := os.ReadFile(p.logPath)
+		if err != nil {
+			t.Errorf("reading phantom-authz's output: %v", err)
+			return
+		}
+		secrets.mu.Lock()
+		secrets.logs = append(secrets.logs, capturedLog{test: t.Name(), text: string(b)})
+		secrets.mu.Unlock()
+		for _, l := range secrets.leaks(string(b)) {
+			t.Errorf("phantom-authz's logs or decision log leak: %s", l)
+		}
+	})
+}
+
+// checkAllLogs runs after every test: the output of every phantom-authz of
+// the run against every secret any test obtained (a token one test got may
+// only be known after another's process ended).
+func checkAllLogs() error {
+	secrets.mu.Lock()
+	logs := secrets.logs
+	secrets.mu.Unlock()
+	var found []string
+	for _, l := range logs {
+		for _, leak := range secrets.leaks(l.text) {
+			found = append(found, l.test+": "+leak)
+		}
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("secrets in phantom-authz's logs or decision logs:\n  %s", strings.Join(found, "\n  "))
+	}
+	return nil
+}
+
+// The scan that guards every phantom-authz output finds what it must: a
+// known token, a JWT, a private key; and passes ordinary log lines.
+func TestSecretScanFindsLeaks(t *testing.T) {
+	t.Parallel()
+	s := &secretSet{values: map[string]bool{"ory_at_sample-token.abc": true}}
+	clean := `{"time":"2026-05-01T12:00:00Z","level":"INFO","msg":"denied","reason":"invalid_token","status":401}`
+	if l := s.leaks(clean); len(l) != 0 {
+		t.Errorf("an ordinary line flagged: %v", l)
+	}
+	for _, leak := range []string{
+		`{"msg":"denied","token":"ory_at_sample-token.abc"}`,
+		`authorization=Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl`,
+		`-----BEGIN EC PRIVATE KEY-----`,
+	} {
+		if l := s.leaks(clean + "\n" + leak); len(l) != 1 || !strings.HasPrefix(l[0], "line 2 ") {
+			t.Errorf("%q: leaks %v, want one on line 2", leak, l)
+		}
+	}
+}
