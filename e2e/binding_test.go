@@ -3,19 +3,13 @@ package e2e
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,7 +21,6 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
-	"go.yaml.in/yaml/v3"
 )
 
 // Sender-constrained tokens through real Envoy, with TLS and client
@@ -41,102 +34,27 @@ import (
 // pki is a test CA with a server certificate for Envoy's listener and two
 // client certificates, generated for each test.
 type pki struct {
-	dir                       string
-	caFile, certFile, keyFile string
-	caPool                    *x509.CertPool
-	clientA, clientB          tls.Certificate
-	x5tA                      string // cnf."x5t#S256" of client A's certificate
+	ca               *testCA
+	server           *leafCert
+	clientA, clientB tls.Certificate
+	x5tA             string // cnf."x5t#S256" of client A's certificate
 }
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	p := &pki{dir: t.TempDir()}
-	caKey := newECKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "phantom-authz e2e CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	p.caPool = x509.NewCertPool()
-	p.caPool.AddCert(ca)
-	p.caFile = p.write(t, "ca.pem", "CERTIFICATE", caDER)
-
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, server bool) (der []byte, key *ecdsa.PrivateKey) {
-		key = newECKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		}
-		if server {
-			tmpl.DNSNames = []string{"localhost"}
-			tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	serverDER, serverKey := issue(2, "localhost", x509.ExtKeyUsageServerAuth, true)
-	p.certFile = p.write(t, "server.pem", "CERTIFICATE", serverDER)
-	p.keyFile = p.write(t, "server-key.pem", "PRIVATE KEY", pkcs8(t, serverKey))
-
-	client := func(serial int64, cn string) (tls.Certificate, []byte) {
-		der, key := issue(serial, cn, x509.ExtKeyUsageClientAuth, false)
-		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, der
-	}
-	var derA []byte
-	p.clientA, derA = client(3, "client-a")
-	p.clientB, _ = client(4, "client-b")
-	sum := sha256.Sum256(derA)
+	p := &pki{ca: newTestCA(t, "phantom-authz e2e CA")}
+	p.server = p.ca.server(t, "localhost", "localhost", "127.0.0.1")
+	a := p.ca.client(t, "client-a")
+	p.clientA, p.clientB = a.tls, p.ca.client(t, "client-b").tls
+	sum := sha256.Sum256(a.der)
 	p.x5tA = base64.RawURLEncoding.EncodeToString(sum[:])
 	return p
-}
-
-func newECKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func pkcs8(t *testing.T, key any) []byte {
-	t.Helper()
-	b, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func (p *pki) write(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(p.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // client is an HTTPS client trusting the test CA, presenting cert (none
 // when nil).
 func (p *pki) client(cert *tls.Certificate) *http.Client {
-	cfg := &tls.Config{RootCAs: p.caPool, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: p.ca.pool, MinVersion: tls.VersionTLS12}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
@@ -187,57 +105,20 @@ func (b *boundTokens) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // It returns the listener's https:// URL.
 func startEnvoyTLS(t *testing.T, authzPort, demoPort int, p *pki) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "envoy", "envoy.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, adm := freePort(t), freePort(t)
-	text := string(b)
-	for from, to := range map[int]int{envoyListenerPort: lis, envoyAdminPort: adm, envoyAuthzPort: authzPort, envoyDemoPort: demoPort} {
-		old := fmt.Sprintf("port_value: %d ", from)
-		if n := strings.Count(text, old); n != 1 {
-			t.Fatalf("envoy/envoy.yaml has %q %d times, want once", old, n)
+	_, lis := startEnvoyEdited(t, authzPort, demoPort, "envoy-tls.yaml", func(cfg map[string]any) {
+		chain := at(cfg, "static_resources", "listeners", 0, "filter_chains", 0).(map[string]any)
+		// The two settings sender-constrained tokens need from the shipped
+		// ext_authz filter: the client certificate, and every header occurrence.
+		authz := at(chain, "filters", 0, "typed_config", "http_filters", 0, "typed_config")
+		for _, key := range []string{"include_peer_certificate", "encode_raw_headers"} {
+			if at(authz, key) != true {
+				t.Fatalf("envoy/envoy.yaml: ext_authz %s is not true", key)
+			}
 		}
-		text = strings.Replace(text, old, fmt.Sprintf("port_value: %d ", to), 1)
-	}
-	var cfg map[string]any
-	if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	chain := at(cfg, "static_resources", "listeners", 0, "filter_chains", 0).(map[string]any)
-	// The two settings sender-constrained tokens need from the shipped
-	// ext_authz filter: the client certificate, and every header occurrence.
-	authz := at(chain, "filters", 0, "typed_config", "http_filters", 0, "typed_config")
-	for _, key := range []string{"include_peer_certificate", "encode_raw_headers"} {
-		if at(authz, key) != true {
-			t.Fatalf("envoy/envoy.yaml: ext_authz %s is not true", key)
-		}
-	}
-	chain["transport_socket"] = map[string]any{
-		"name": "envoy.transport_sockets.tls",
-		"typed_config": map[string]any{
-			"@type":                      "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-			"require_client_certificate": true,
-			"common_tls_context": map[string]any{
-				"tls_certificates": []any{map[string]any{
-					"certificate_chain": map[string]any{"filename": p.certFile},
-					"private_key":       map[string]any{"filename": p.keyFile},
-				}},
-				"validation_context": map[string]any{"trusted_ca": map[string]any{"filename": p.caFile}},
-			},
-		},
-	}
-	out, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "envoy-tls.yaml")
-	if err := os.WriteFile(path, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := startProcess(t, "envoy", nil, []int{lis, adm}, tools.envoy,
-		"-c", path, "--disable-hot-restart", "--concurrency", "1", "-l", "info")
-	e.waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/ready", adm), 30*time.Second)
+		socket := envoyTLSSocket("DownstreamTlsContext", p.server, p.ca)
+		at(socket, "typed_config").(map[string]any)["require_client_certificate"] = true
+		chain["transport_socket"] = socket
+	})
 	return fmt.Sprintf("https://localhost:%d", lis)
 }
 

@@ -2,19 +2,11 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/pem"
-	"fmt"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,7 +16,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/uuid"
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -66,73 +57,21 @@ allow := {"allowed": true} if {
 }
 `
 
-// fapiCerts are the files of a test CA, phantom-authz's server certificate
-// and Envoy's client certificate.
+// fapiCerts are a test CA, phantom-authz's server certificate and
+// Envoy's client certificate, both for the name phantom-authz (what Envoy
+// checks), and a client certificate from another CA.
 type fapiCerts struct {
-	dir                       string
-	caFile                    string
-	serverCert, serverKey     string
-	envoyCert, envoyKey       string
-	pool                      *x509.CertPool
-	strangerCert, strangerKey string // a client certificate from another CA
+	ca                      *testCA
+	server, envoy, stranger *leafCert
 }
 
 func newFAPICerts(t *testing.T) *fapiCerts {
 	t.Helper()
-	c := &fapiCerts{dir: t.TempDir()}
-	ca, caKey, caDER := fapiCA(t, "phantom-authz e2e CA")
-	c.caFile = c.write(t, "ca.pem", "CERTIFICATE", caDER)
-	c.pool = x509.NewCertPool()
-	c.pool.AddCert(ca)
-	c.serverCert, c.serverKey = c.leaf(t, "server", ca, caKey, x509.ExtKeyUsageServerAuth)
-	c.envoyCert, c.envoyKey = c.leaf(t, "envoy", ca, caKey, x509.ExtKeyUsageClientAuth)
-	other, otherKey, _ := fapiCA(t, "another CA")
-	c.strangerCert, c.strangerKey = c.leaf(t, "stranger", other, otherKey, x509.ExtKeyUsageClientAuth)
+	c := &fapiCerts{ca: newTestCA(t, "phantom-authz e2e CA")}
+	c.server = c.ca.server(t, "server", authzServerName)
+	c.envoy = c.ca.client(t, "envoy", authzServerName)
+	c.stranger = newTestCA(t, "another CA").client(t, "stranger", authzServerName)
 	return c
-}
-
-func fapiCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert, key, der
-}
-
-// leaf issues a certificate for the name phantom-authz (what Envoy checks).
-func (c *fapiCerts) leaf(t *testing.T, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage x509.ExtKeyUsage) (certFile, keyFile string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		DNSNames:  []string{authzServerName},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	return c.write(t, name+".pem", "CERTIFICATE", der), c.write(t, name+"-key.pem", "PRIVATE KEY", kder)
-}
-
-func (c *fapiCerts) write(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	path := filepath.Join(c.dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // startEnvoyMTLS runs envoy/envoy.yaml, its ports swapped as startEnvoy
@@ -141,65 +80,27 @@ func (c *fapiCerts) write(t *testing.T, name, typ string, der []byte) string {
 // certificate for phantom-authz from the test CA.
 func startEnvoyMTLS(t *testing.T, authzPort, demoPort int, c *fapiCerts) *envoyProxy {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "envoy", "envoy.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, adm := freePort(t), freePort(t)
-	text := string(b)
-	for from, to := range map[int]int{envoyListenerPort: lis, envoyAdminPort: adm, envoyAuthzPort: authzPort, envoyDemoPort: demoPort} {
-		old := fmt.Sprintf("port_value: %d ", from)
-		if n := strings.Count(text, old); n != 1 {
-			t.Fatalf("envoy/envoy.yaml has %q %d times, want once", old, n)
+	e, _ := startEnvoyEdited(t, authzPort, demoPort, "envoy-mtls.yaml", func(cfg map[string]any) {
+		var cluster map[string]any
+		clusters, _ := at(cfg, "static_resources", "clusters").([]any)
+		for _, cl := range clusters {
+			if m, ok := cl.(map[string]any); ok && m["name"] == "phantom_authz" {
+				cluster = m
+			}
 		}
-		text = strings.Replace(text, old, fmt.Sprintf("port_value: %d ", to), 1)
-	}
-	var cfg map[string]any
-	if err := yaml.Unmarshal([]byte(text), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	var cluster map[string]any
-	clusters, _ := at(cfg, "static_resources", "clusters").([]any)
-	for _, cl := range clusters {
-		if m, ok := cl.(map[string]any); ok && m["name"] == "phantom_authz" {
-			cluster = m
+		if cluster == nil {
+			t.Fatal("envoy/envoy.yaml has no phantom_authz cluster")
 		}
-	}
-	if cluster == nil {
-		t.Fatal("envoy/envoy.yaml has no phantom_authz cluster")
-	}
-	cluster["transport_socket"] = map[string]any{
-		"name": "envoy.transport_sockets.tls",
-		"typed_config": map[string]any{
-			"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-			"sni":   authzServerName,
-			"common_tls_context": map[string]any{
-				"alpn_protocols": []any{"h2"},
-				"tls_certificates": []any{map[string]any{
-					"certificate_chain": map[string]any{"filename": c.envoyCert},
-					"private_key":       map[string]any{"filename": c.envoyKey},
-				}},
-				"validation_context": map[string]any{
-					"trusted_ca": map[string]any{"filename": c.caFile},
-					"match_typed_subject_alt_names": []any{map[string]any{
-						"san_type": "DNS", "matcher": map[string]any{"exact": authzServerName},
-					}},
-				},
-			},
-		},
-	}
-	out, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "envoy-mtls.yaml")
-	if err := os.WriteFile(path, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := &envoyProxy{url: fmt.Sprintf("http://127.0.0.1:%d", lis), adminURL: fmt.Sprintf("http://127.0.0.1:%d", adm)}
-	e.process = startProcess(t, "envoy", nil, []int{lis, adm}, tools.envoy,
-		"-c", path, "--disable-hot-restart", "--concurrency", "1", "-l", "info")
-	e.waitHTTP(t, e.adminURL+"/ready", 30*time.Second)
+		socket := envoyTLSSocket("UpstreamTlsContext", c.envoy, c.ca)
+		typed := at(socket, "typed_config").(map[string]any)
+		typed["sni"] = authzServerName
+		common := typed["common_tls_context"].(map[string]any)
+		common["alpn_protocols"] = []any{"h2"}
+		common["validation_context"].(map[string]any)["match_typed_subject_alt_names"] = []any{map[string]any{
+			"san_type": "DNS", "matcher": map[string]any{"exact": authzServerName},
+		}}
+		cluster["transport_socket"] = socket
+	})
 	return e
 }
 
@@ -227,7 +128,7 @@ func TestEnvoyFAPI(t *testing.T) {
 
 	s := &stack{hydra: startHydra(t)}
 	s.authz = startAuthz(t, s.hydra, authzOptions{policyDir: policyDir, set: map[string]any{
-		"grpc.tls": map[string]any{"cert_file": certs.serverCert, "key_file": certs.serverKey, "client_ca_file": certs.caFile},
+		"grpc.tls": map[string]any{"cert_file": certs.server.certFile, "key_file": certs.server.keyFile, "client_ca_file": certs.ca.file},
 		"pairwise": map[string]any{
 			"keys":    []any{map[string]any{"id": pairwiseKeyID, "secret_file": secretFile}},
 			"sectors": map[string]any{"accounts": accountsSector},
@@ -315,17 +216,17 @@ func TestEnvoyFAPI(t *testing.T) {
 	t.Run("phantom-authz refuses callers without a client certificate", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		stranger, err := tls.LoadX509KeyPair(certs.strangerCert, certs.strangerKey)
+		stranger, err := tls.LoadX509KeyPair(certs.stranger.certFile, certs.stranger.keyFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		envoy, err := tls.LoadX509KeyPair(certs.envoyCert, certs.envoyKey)
+		envoy, err := tls.LoadX509KeyPair(certs.envoy.certFile, certs.envoy.keyFile)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tlsCfg := func(presented ...tls.Certificate) grpc.DialOption {
 			return grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-				RootCAs: certs.pool, ServerName: authzServerName, Certificates: presented}))
+				RootCAs: certs.ca.pool, ServerName: authzServerName, Certificates: presented}))
 		}
 		for name, opt := range map[string]grpc.DialOption{
 			"plaintext":                 grpc.WithTransportCredentials(insecure.NewCredentials()),
