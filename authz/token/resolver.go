@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,7 +235,10 @@ func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, error) 
 func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			r.log.Error("token: panic while resolving a token", "panic", p)
+			// The panic's value may be built from claims or the token: log
+			// its type and the stack (addresses, no string contents) only.
+			r.log.Error("token: panic while resolving a token",
+				"panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
 			tok, err = nil, fmt.Errorf("%w: internal error", ErrUnavailable)
 		}
 	}()

@@ -1,9 +1,11 @@
 package token
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -230,9 +232,18 @@ func TestPrepareRunsOncePerToken(t *testing.T) {
 
 func TestPreparePanicFailsClosed(t *testing.T) {
 	srv := newOAuthServer(t, activeAnswer(time.Now().Add(time.Hour)))
-	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Prepare: func(*Token) error { panic("bug") }})
-	if _, err := r.Resolve(context.Background(), bearer("opaque-1")); !errors.Is(err, ErrUnavailable) {
+	var logs bytes.Buffer
+	// A panic whose value carries the token must not put it in the logs.
+	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Logger: newTestLogger(&logs),
+		Prepare: func(tok *Token) error { panic("bug with opaque-secret-1") }})
+	if _, err := r.Resolve(context.Background(), bearer("opaque-secret-1")); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if !strings.Contains(logs.String(), "panic while resolving") {
+		t.Fatalf("no log line for the panic: %s", logs.String())
+	}
+	if strings.Contains(logs.String(), "opaque-secret-1") {
+		t.Fatalf("the panic value reached the logs: %s", logs.String())
 	}
 }
 
