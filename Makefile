@@ -4,14 +4,14 @@ GO    ?= go
 BIN   := bin
 TOOLS := .tools/bin
 
-.PHONY: all build build-demo-api tools test unit e2e run bench bench-go clean
+.PHONY: all build build-demo-api tools test unit e2e run bench bench-go fuzz clean
 
 all: build
 
 build: ## Build the binaries into bin/.
 	$(GO) build -o $(BIN)/phantom-authz ./cmd/phantom-authz
 
-tools: ## Install Envoy, Hydra and Jaeger into .tools/ (idempotent; fast when done).
+tools: ## Install Envoy, Hydra and Jaeger into .tools/, and redis-server (apt) when missing (idempotent; fast when done).
 	bash e2e/tools/install.sh
 
 test: tools ## Install what the tests need, then run every test, end-to-end included.
@@ -37,6 +37,19 @@ bench: ## Load scenarios against the real binary and the no-op server; writes e2
 
 bench-go: ## Go benchmarks of the engine and its stages (BENCH_COUNT=6 for several runs to take the median of).
 	$(GO) test -run '^$$' -bench . -benchmem -count $(or $(BENCH_COUNT),1) ./authz/...
+
+# Every Fuzz function under authz/ and cmd/, found by name, each run alone
+# (the fuzzer uses every core) for FUZZTIME. A crasher is written to the
+# package's testdata/fuzz/<FuzzName>/, where `go test` (so `make test`) runs
+# it from then on with the checked-in seeds.
+FUZZTIME ?= 2m
+fuzz: ## Run every fuzz target in turn for FUZZTIME (default 2m).
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' authz cmd | sort); do \
+		for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$name (./$$(dirname $$f), $(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+		done; \
+	done
 
 clean:
 	rm -rf $(BIN)

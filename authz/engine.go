@@ -40,6 +40,10 @@ type Config struct {
 	OwnedHeaders []string
 	// MaxHeaderBytes bounds the total size of request headers (default 64 KiB).
 	MaxHeaderBytes int
+	// MaxBodyBytes bounds the request body Envoy hands over for the policy
+	// (default 1 MiB); a larger one is denied with 413, as Envoy itself
+	// answers a body over with_request_body.max_request_bytes.
+	MaxBodyBytes int
 	// Logger receives one line per denial (default slog.Default()).
 	Logger *slog.Logger
 
@@ -87,6 +91,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 64 << 10
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -174,6 +181,9 @@ func (e *Engine) check(ctx context.Context, r *Request, st *checkState) Decision
 	}
 	if size > e.cfg.MaxHeaderBytes {
 		return deny(431, "headers_too_large", "", "The request headers are too large.")
+	}
+	if len(r.Body) > e.cfg.MaxBodyBytes || len(r.RawBody) > e.cfg.MaxBodyBytes {
+		return deny(413, "body_too_large", "", "The request body is too large.")
 	}
 
 	var tok *token.Token

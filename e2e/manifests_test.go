@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -488,12 +489,13 @@ func TestKubernetesAndIstioManifests(t *testing.T) {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
-	for _, k := range []string{"Deployment", "Service", "ConfigMap", "IstioOperator", "AuthorizationPolicy"} {
+	for _, k := range []string{"Deployment", "ConfigMap", "IstioOperator", "AuthorizationPolicy"} {
 		if len(byKind[k]) != 1 {
 			t.Fatalf("want one %s, have %d (kinds: %v)", k, len(byKind[k]), kinds)
 		}
 	}
-	dep, svc, cm := byKind["Deployment"][0], byKind["Service"][0], byKind["ConfigMap"][0]
+	dep, cm := byKind["Deployment"][0], byKind["ConfigMap"][0]
+	svc := named(t, byKind["Service"], "phantom-authz")
 	ns := str(at(dep, "metadata", "namespace"))
 
 	// Deployment: readiness on /readyz on the HTTP port; ports named.
@@ -596,5 +598,315 @@ func TestKubernetesAndIstioManifests(t *testing.T) {
 	}
 	if str(at(ap, "spec", "provider", "name")) != str(provider["name"]) {
 		t.Errorf("AuthorizationPolicy provider %v, want %v", at(ap, "spec", "provider", "name"), provider["name"])
+	}
+}
+
+// named is the document of docs with metadata.name name.
+func named(t *testing.T, docs []map[string]any, name string) map[string]any {
+	t.Helper()
+	for _, d := range docs {
+		if str(at(d, "metadata", "name")) == name {
+			return d
+		}
+	}
+	t.Fatalf("no %s named %q", str(at(docs, 0, "kind")), name)
+	return nil
+}
+
+// kinds groups documents by kind.
+func kinds(docs []map[string]any) map[string][]map[string]any {
+	out := map[string][]map[string]any{}
+	for _, d := range docs {
+		out[str(d["kind"])] = append(out[str(d["kind"])], d)
+	}
+	return out
+}
+
+// quantity parses a Kubernetes resource quantity as far as the manifests
+// use it: a plain or decimal number, m (milli), Ki, Mi, Gi.
+func quantity(t *testing.T, what string, v any) float64 {
+	t.Helper()
+	s := str(v)
+	mult := 1.0
+	for suffix, m := range map[string]float64{"m": 1e-3, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30} {
+		if strings.HasSuffix(s, suffix) {
+			s, mult = strings.TrimSuffix(s, suffix), m
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f <= 0 {
+		t.Fatalf("%s: %q is not a positive quantity", what, str(v))
+	}
+	return f * mult
+}
+
+// benchPeakRSS is the largest server RSS `make bench` recorded in
+// e2e/bench/RESULTS.md (the "(max)" of every scenario), in bytes.
+func benchPeakRSS(t *testing.T) float64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "e2e", "bench", "RESULTS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peak := 0.0
+	for _, m := range regexp.MustCompile(`\(([0-9.]+) MiB\)`).FindAllStringSubmatch(string(b), -1) {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		peak = max(peak, v*(1<<20))
+	}
+	if peak == 0 {
+		t.Fatal("e2e/bench/RESULTS.md has no RSS figures (\"(N MiB)\")")
+	}
+	return peak
+}
+
+// The Kubernetes Deployment scales: a HorizontalPodAutoscaler on CPU owns
+// the replica count, a PodDisruptionBudget keeps all but one pod through
+// drains, the resources cover what `make bench` measured, and a headless
+// Service lets a plain Envoy balance over every pod.
+func TestKubernetesScaling(t *testing.T) {
+	t.Parallel()
+	const rel = "envoy/kubernetes/phantom-authz.yaml"
+	byKind := kinds(readYAML(t, rel))
+	for _, k := range []string{"Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"} {
+		if len(byKind[k]) != 1 {
+			t.Fatalf("%s: want one %s, have %d", rel, k, len(byKind[k]))
+		}
+	}
+	dep, hpa, pdb := byKind["Deployment"][0], byKind["HorizontalPodAutoscaler"][0], byKind["PodDisruptionBudget"][0]
+	ns, labels := str(at(dep, "metadata", "namespace")), at(dep, "spec", "selector", "matchLabels")
+
+	// The autoscaler owns the replica count and scales on CPU.
+	if r := at(dep, "spec", "replicas"); r != nil {
+		t.Errorf("the Deployment sets replicas: %v; with an autoscaler every kubectl apply would reset the count", r)
+	}
+	if str(hpa["apiVersion"]) != "autoscaling/v2" || str(at(hpa, "metadata", "namespace")) != ns {
+		t.Errorf("HorizontalPodAutoscaler apiVersion %v namespace %v, want autoscaling/v2 in %s", hpa["apiVersion"], at(hpa, "metadata", "namespace"), ns)
+	}
+	ref := at(hpa, "spec", "scaleTargetRef")
+	if str(at(ref, "kind")) != "Deployment" || str(at(ref, "apiVersion")) != "apps/v1" || str(at(ref, "name")) != str(at(dep, "metadata", "name")) {
+		t.Errorf("HorizontalPodAutoscaler scaleTargetRef %v, want the Deployment", ref)
+	}
+	minReplicas, _ := strconv.Atoi(str(at(hpa, "spec", "minReplicas")))
+	maxReplicas, _ := strconv.Atoi(str(at(hpa, "spec", "maxReplicas")))
+	if minReplicas < 2 || maxReplicas <= minReplicas {
+		t.Errorf("HorizontalPodAutoscaler replicas %d..%d, want at least 2 and room to grow", minReplicas, maxReplicas)
+	}
+	cpuTarget := 0
+	for _, m := range list(at(hpa, "spec", "metrics")) {
+		if str(at(m, "type")) == "Resource" && str(at(m, "resource", "name")) == "cpu" && str(at(m, "resource", "target", "type")) == "Utilization" {
+			cpuTarget, _ = strconv.Atoi(str(at(m, "resource", "target", "averageUtilization")))
+		}
+	}
+	if cpuTarget <= 0 || cpuTarget > 100 {
+		t.Errorf("HorizontalPodAutoscaler has no CPU Utilization target between 1 and 100%% (metrics %v)", at(hpa, "spec", "metrics"))
+	}
+
+	// Drains take one pod at a time, and the autoscaler's minimum allows one.
+	if !reflect.DeepEqual(at(pdb, "spec", "selector", "matchLabels"), labels) || str(at(pdb, "metadata", "namespace")) != ns {
+		t.Errorf("PodDisruptionBudget selects %v in %v, want the Deployment's pods %v in %s", at(pdb, "spec", "selector", "matchLabels"), at(pdb, "metadata", "namespace"), labels, ns)
+	}
+	budget := at(pdb, "spec", "maxUnavailable")
+	if budget == nil {
+		t.Errorf("PodDisruptionBudget has no maxUnavailable (minAvailable %v does not follow the autoscaler's count)", at(pdb, "spec", "minAvailable"))
+	} else if n, err := strconv.Atoi(str(budget)); err != nil || n < 1 || n >= minReplicas {
+		t.Errorf("PodDisruptionBudget maxUnavailable %v, want a count from 1 to below minReplicas %d", budget, minReplicas)
+	}
+
+	// Resources: CPU requested (the autoscaler's utilisation is relative to
+	// it), memory covering the peak RSS of `make bench`, with room for the
+	// collector up to the limit, which GOMEMLIMIT follows.
+	c := at(dep, "spec", "template", "spec", "containers", 0)
+	res := at(c, "resources")
+	quantity(t, "requests.cpu", at(res, "requests", "cpu"))
+	reqMem := quantity(t, "requests.memory", at(res, "requests", "memory"))
+	limMem := quantity(t, "limits.memory", at(res, "limits", "memory"))
+	if peak := benchPeakRSS(t); reqMem < peak || limMem < 2*peak {
+		t.Errorf("memory request %.0f MiB, limit %.0f MiB: want the request at least the benchmark's peak RSS (%.1f MiB, e2e/bench/RESULTS.md) and the limit twice it",
+			reqMem/(1<<20), limMem/(1<<20), peak/(1<<20))
+	}
+	if lim := at(res, "limits", "cpu"); lim != nil && quantity(t, "limits.cpu", lim) < quantity(t, "requests.cpu", at(res, "requests", "cpu")) {
+		t.Errorf("CPU limit %v below the request %v", lim, at(res, "requests", "cpu"))
+	}
+	gomemlimit := false
+	for _, e := range list(at(c, "env")) {
+		if str(at(e, "name")) == "GOMEMLIMIT" {
+			gomemlimit = str(at(e, "valueFrom", "resourceFieldRef", "resource")) == "limits.memory"
+		}
+	}
+	if !gomemlimit {
+		t.Error("the container has no GOMEMLIMIT from resourceFieldRef limits.memory")
+	}
+
+	// The headless Service: one DNS record per pod, for STRICT_DNS.
+	headless := named(t, byKind["Service"], "phantom-authz-headless")
+	if str(at(headless, "spec", "clusterIP")) != "None" || !reflect.DeepEqual(at(headless, "spec", "selector"), labels) {
+		t.Errorf("Service phantom-authz-headless: clusterIP %v selector %v, want None and the Deployment's pods", at(headless, "spec", "clusterIP"), at(headless, "spec", "selector"))
+	}
+	if str(at(headless, "spec", "ports", 0, "name")) != "grpc" || str(at(headless, "spec", "ports", 0, "appProtocol")) != "grpc" {
+		t.Errorf("Service phantom-authz-headless ports %v, want grpc spoken as gRPC", at(headless, "spec", "ports"))
+	}
+}
+
+// The Redis option (envoy/kubernetes/redis.yaml) fits the base manifests:
+// its configuration is the base one plus redis and admin, valid, pointing
+// at its Redis Service; the files it names are the Secrets the Deployment
+// mounts and Redis itself reads; Redis keeps nothing on disk, never evicts a
+// used DPoP proof, and takes connections from phantom-authz only.
+func TestKubernetesRedisOption(t *testing.T) {
+	t.Parallel()
+	const baseRel, rel = "envoy/kubernetes/phantom-authz.yaml", "envoy/kubernetes/redis.yaml"
+	base, red := kinds(readYAML(t, baseRel)), kinds(readYAML(t, rel))
+	for k, docs := range red {
+		for _, d := range docs {
+			if str(d["apiVersion"]) == "" || str(at(d, "metadata", "name")) == "" || str(at(d, "metadata", "namespace")) == "" {
+				t.Errorf("%s: a %s without apiVersion, metadata.name or metadata.namespace", rel, k)
+			}
+		}
+	}
+	for _, k := range []string{"ConfigMap", "Deployment", "Service", "NetworkPolicy"} {
+		if len(red[k]) != 1 {
+			t.Fatalf("%s: want one %s, have %d", rel, k, len(red[k]))
+		}
+	}
+	authzDep, baseCM := base["Deployment"][0], base["ConfigMap"][0]
+	ns := str(at(authzDep, "metadata", "namespace"))
+	cm, redisDep, redisSvc, netpol := red["ConfigMap"][0], red["Deployment"][0], red["Service"][0], red["NetworkPolicy"][0]
+	for _, d := range []map[string]any{cm, redisDep, redisSvc, netpol} {
+		if got := str(at(d, "metadata", "namespace")); got != ns {
+			t.Errorf("%s %s in namespace %q, want %q", d["kind"], at(d, "metadata", "name"), got, ns)
+		}
+	}
+
+	// The ConfigMap replaces the base one: the same configuration plus redis
+	// and admin.
+	if str(at(cm, "metadata", "name")) != str(at(baseCM, "metadata", "name")) {
+		t.Errorf("%s ConfigMap %v does not replace the base %v", rel, at(cm, "metadata", "name"), at(baseCM, "metadata", "name"))
+	}
+	raw := str(at(cm, "data", "config.yaml"))
+	var withRedis, without map[string]any
+	if err := yaml.Unmarshal([]byte(raw), &withRedis); err != nil {
+		t.Fatalf("%s config.yaml: %v", rel, err)
+	}
+	if err := yaml.Unmarshal([]byte(str(at(baseCM, "data", "config.yaml"))), &without); err != nil {
+		t.Fatalf("%s config.yaml: %v", baseRel, err)
+	}
+	redisCfg, _ := withRedis["redis"].(map[string]any)
+	adminCfg, _ := withRedis["admin"].(map[string]any)
+	if redisCfg == nil || adminCfg == nil {
+		t.Fatalf("%s config.yaml has no redis or no admin section", rel)
+	}
+	if without["redis"] != nil || without["admin"] != nil {
+		t.Errorf("%s config.yaml already has redis or admin", baseRel)
+	}
+	rest := map[string]any{}
+	for k, v := range withRedis {
+		if k != "redis" && k != "admin" {
+			rest[k] = v
+		}
+	}
+	if !reflect.DeepEqual(rest, without) {
+		t.Errorf("%s config.yaml differs from %s's beyond redis and admin: keep them in step", rel, baseRel)
+	}
+
+	// redis.url names the Service, on its port.
+	svcPort := ""
+	for _, p := range list(at(redisSvc, "spec", "ports")) {
+		if str(at(p, "name")) == "redis" {
+			svcPort = str(at(p, "port"))
+		}
+	}
+	u, err := url.Parse(str(redisCfg["url"]))
+	if err != nil {
+		t.Fatalf("redis.url: %v", err)
+	}
+	if want := fmt.Sprintf("%s.%s.svc.cluster.local:%s", at(redisSvc, "metadata", "name"), ns, svcPort); u.Scheme != "redis" || u.Host != want {
+		t.Errorf("redis.url %s, want redis://%s/…", u, want)
+	}
+	if !reflect.DeepEqual(at(redisSvc, "spec", "selector"), at(redisDep, "spec", "selector", "matchLabels")) {
+		t.Errorf("Redis Service selector %v does not match its Deployment's %v", at(redisSvc, "spec", "selector"), at(redisDep, "spec", "selector", "matchLabels"))
+	}
+
+	// Each file the configuration names is a key of a Secret the base
+	// Deployment mounts (optional: the base configuration needs neither), and
+	// the header says how to create it; Redis reads its password from the
+	// same Secret and key.
+	header, _ := os.ReadFile(filepath.Join(root, rel))
+	secretOf := func(file string) (secret, key string) {
+		t.Helper()
+		c := at(authzDep, "spec", "template", "spec", "containers", 0)
+		for _, m := range list(at(c, "volumeMounts")) {
+			if str(at(m, "mountPath")) != filepath.Dir(file) {
+				continue
+			}
+			for _, v := range list(at(authzDep, "spec", "template", "spec", "volumes")) {
+				if str(at(v, "name")) == str(at(m, "name")) {
+					if at(v, "secret", "optional") != true {
+						t.Errorf("volume %v: the Secret is not optional, so the base manifests alone would not start", at(v, "name"))
+					}
+					secret, key = str(at(v, "secret", "secretName")), filepath.Base(file)
+				}
+			}
+		}
+		if secret == "" {
+			t.Fatalf("%s: no Secret volume of %s is mounted at %s", file, baseRel, filepath.Dir(file))
+		}
+		if !strings.Contains(string(header), "create secret generic "+secret+" ") || !strings.Contains(string(header), "--from-literal="+key+"=") {
+			t.Errorf("%s's header does not say how to create Secret %s with key %s", rel, secret, key)
+		}
+		return secret, key
+	}
+	pwSecret, pwKey := secretOf(str(redisCfg["password_file"]))
+	secretOf(str(adminCfg["token_file"]))
+	rc := at(redisDep, "spec", "template", "spec", "containers", 0)
+	var pwEnv string
+	for _, e := range list(at(rc, "env")) {
+		if str(at(e, "valueFrom", "secretKeyRef", "name")) == pwSecret && str(at(e, "valueFrom", "secretKeyRef", "key")) == pwKey {
+			pwEnv = str(at(e, "name"))
+		}
+	}
+	if pwEnv == "" {
+		t.Errorf("Redis reads no password from Secret %s key %s", pwSecret, pwKey)
+	}
+
+	// Redis: the password required, nothing on disk, no eviction.
+	var args []string
+	for _, a := range list(at(rc, "args")) {
+		args = append(args, str(a))
+	}
+	joined := strings.Join(args, "\x00")
+	for _, want := range [][]string{{"--requirepass", "$(" + pwEnv + ")"}, {"--save", ""}, {"--appendonly", "no"}, {"--maxmemory-policy", "noeviction"}} {
+		if !strings.Contains(joined, strings.Join(want, "\x00")) {
+			t.Errorf("Redis args %q lack %q", args, want)
+		}
+	}
+	if img := str(at(rc, "image")); !strings.Contains(img, ":") || strings.HasSuffix(img, ":latest") {
+		t.Errorf("Redis image %q: pin a tag or digest", img)
+	}
+	if at(redisDep, "spec", "template", "spec", "securityContext", "runAsNonRoot") != true {
+		t.Error("the Redis Deployment does not set runAsNonRoot")
+	}
+
+	// Only phantom-authz's pods reach Redis.
+	if !reflect.DeepEqual(at(netpol, "spec", "podSelector", "matchLabels"), at(redisDep, "spec", "selector", "matchLabels")) {
+		t.Errorf("NetworkPolicy selects %v, not the Redis pods", at(netpol, "spec", "podSelector", "matchLabels"))
+	}
+	if from := at(netpol, "spec", "ingress", 0, "from", 0, "podSelector", "matchLabels"); len(list(at(netpol, "spec", "ingress"))) != 1 ||
+		!reflect.DeepEqual(from, at(authzDep, "spec", "selector", "matchLabels")) {
+		t.Errorf("NetworkPolicy admits %v, want phantom-authz's pods only", at(netpol, "spec", "ingress"))
+	}
+
+	// The configuration is valid (the Secrets' files stand in by temporary
+	// ones: they exist only in the cluster).
+	dir := t.TempDir()
+	for _, f := range []string{"/etc/phantom-authz/secrets/client_secret", str(redisCfg["password_file"]), str(adminCfg["token_file"])} {
+		local := filepath.Join(dir, filepath.Base(f))
+		if err := os.WriteFile(local, []byte("s3cret-0123456789-0123456789-0123456789"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		raw = strings.Replace(raw, f, local, 1)
+	}
+	if _, err := config.Parse([]byte(raw)); err != nil {
+		t.Errorf("%s config.yaml: %v", rel, err)
 	}
 }

@@ -25,8 +25,9 @@ type process struct {
 }
 
 // startProcess runs path with args (env added to the test's environment),
-// its output in a log file that is printed if the test fails. The process
-// group is stopped when the test ends, failed or not.
+// its output in a log file that is printed if the test fails and checked
+// for secrets. The process group is stopped when the test ends, failed or
+// not.
 func startProcess(t *testing.T, name string, env []string, ports []int, path string, args ...string) *process {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
@@ -51,7 +52,8 @@ func startProcess(t *testing.T, name string, env []string, ports []int, path str
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		p.stop()
+		p.stop() // the whole output, shutdown included
+		checkProcessOutput(t, p)
 		for _, port := range p.ports {
 			if err := waitPortFree(port, 5*time.Second); err != nil {
 				t.Errorf("%s stopped but %v", name, err)

@@ -9,14 +9,19 @@ import (
 	"testing"
 )
 
-// What must never appear in phantom-authz's output (its logs on stderr, its
-// decision log on stdout): the tokens the tests obtain, the client secrets
-// and Hydra's system secret of the test stacks, any JWT (the upstream JWTs
-// phantom-authz mints, DPoP proofs) and any private key.
+// What must never appear in the output of any process the suite starts
+// (phantom-authz's logs on stderr and decision log on stdout, `phantom-authz
+// config`, and Envoy, Hydra, Jaeger, Redis and the demo API as well): the
+// tokens the tests obtain, the client secrets and Hydra's system secret of
+// the test stacks, any JWT (the upstream JWTs phantom-authz mints, DPoP
+// proofs) and any private key.
 var secrets = &secretSet{values: map[string]bool{
 	clientSecret:                             true,
 	"e2e-only-not-a-secret-0123456789abcdef": true, // Hydra's SECRETS_SYSTEM
 	"unused-by-hydra":                        true, // introspection.client_secret in envoy/local/phantom-authz.yaml
+	pairwiseSecret:                           true,
+	strings.Repeat("e2e-nonce-secret-", 3):   true, // dpop.nonce.secret_file of TestEnvoyDPoPNonce
+	configSecret:                             true,
 }}
 
 var (
@@ -69,29 +74,39 @@ func (s *secretSet) leaks(text string) []string {
 	return out
 }
 
-// watchLog checks, when the test ends, that the output of the phantom-authz
-// process p holds no secret, and keeps it for the final check of the run.
-func watchLog(t *testing.T, p *process) {
+// checkOutput checks the output of the process or command name (its
+// stdout and stderr) for secrets when a test ends, and keeps it for the
+// final check of the run. startProcess calls it for every process the
+// suite starts (phantom-authz, Envoy, Hydra, Jaeger, Redis, the demo API),
+// and the tests that run a phantom-authz command for its output.
+func checkOutput(t *testing.T, name, text string) {
 	t.Helper()
-	t.Cleanup(func() {
-		_ = p.stop() // the whole output, shutdown included
-		b, err := os.ReadFile(p.logPath)
-		if err != nil {
-			t.Errorf("reading phantom-authz's output: %v", err)
-			return
-		}
-		secrets.mu.Lock()
-		secrets.logs = append(secrets.logs, capturedLog{test: t.Name(), text: string(b)})
-		secrets.mu.Unlock()
-		for _, l := range secrets.leaks(string(b)) {
-			t.Errorf("phantom-authz's logs or decision log leak: %s", l)
-		}
-	})
+	secrets.mu.Lock()
+	secrets.logs = append(secrets.logs, capturedLog{test: t.Name() + " (" + name + ")", text: text})
+	secrets.mu.Unlock()
+	for _, l := range secrets.leaks(text) {
+		t.Errorf("the output of %s leaks: %s", name, l)
+	}
 }
 
-// checkAllLogs runs after every test: the output of every phantom-authz of
-// the run against every secret any test obtained (a token one test got may
-// only be known after another's process ended).
+// checkProcessOutput is checkOutput for a process once it has stopped.
+func checkProcessOutput(t *testing.T, p *process) {
+	t.Helper()
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		t.Errorf("reading the output of %s: %v", p.name, err)
+		return
+	}
+	checkOutput(t, p.name, string(b))
+}
+
+// watchLog was the check of one phantom-authz process; startProcess now
+// checks every process it starts, so it does nothing.
+func watchLog(*testing.T, *process) {}
+
+// checkAllLogs runs after every test: the output of every process and
+// command of the run against every secret any test obtained (a token one
+// test got may only be known after another's process ended).
 func checkAllLogs() error {
 	secrets.mu.Lock()
 	logs := secrets.logs
@@ -103,7 +118,7 @@ func checkAllLogs() error {
 		}
 	}
 	if len(found) > 0 {
-		return fmt.Errorf("secrets in phantom-authz's logs or decision logs:\n  %s", strings.Join(found, "\n  "))
+		return fmt.Errorf("secrets in the output of the processes of the run:\n  %s", strings.Join(found, "\n  "))
 	}
 	return nil
 }

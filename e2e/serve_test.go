@@ -36,6 +36,7 @@ func TestServeRejectsUnknownConfigKey(t *testing.T) {
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			err := cmd.Run()
+			checkOutput(t, "phantom-authz serve", stderr.String())
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 				t.Fatalf("exit: %v, want status 2; stderr: %s", err, stderr.String())

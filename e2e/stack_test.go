@@ -235,7 +235,6 @@ func startAuthz(t *testing.T, h *hydra, opts authzOptions) *authzServer {
 	// TMPDIR: the signing key it generates lands in the test's folder.
 	a.process = startProcess(t, "phantom-authz", append([]string{"TMPDIR=" + t.TempDir()}, opts.env...), []int{gp, hp},
 		bins.authz, "serve", "--config", cfg)
-	watchLog(t, a.process)
 	a.waitHTTP(t, a.httpURL+"/readyz", 30*time.Second)
 	return a
 }

@@ -127,6 +127,7 @@ func TestBindDPoPProof(t *testing.T) {
 		// The proof as a JWS.
 		{name: "not a JWS", in: func(in *binding.Input) { in.Proof = "a.b" }, kind: binding.ErrInvalidProof, reason: "not a compact JWS"},
 		{name: "four segments", in: func(in *binding.Input) { in.Proof += ".x" }, kind: binding.ErrInvalidProof, reason: "not a compact JWS"},
+		{name: "line break inside", in: func(in *binding.Input) { in.Proof += "\r\n" }, kind: binding.ErrInvalidProof, reason: "not a compact JWS"},
 		{name: "empty signature", in: func(in *binding.Input) { in.Proof = in.Proof[:strings.LastIndexByte(in.Proof, '.')+1] }, kind: binding.ErrInvalidProof, reason: "not a compact JWS"},
 		{name: "too large", in: func(in *binding.Input) { in.Proof = strings.Repeat("a", binding.MaxProofBytes+1) }, kind: binding.ErrInvalidProof, reason: "larger than"},
 		{name: "header not JSON", in: func(in *binding.Input) { in.Proof = "bm90IGpzb24" + in.Proof[strings.IndexByte(in.Proof, '.'):] }, kind: binding.ErrInvalidProof, reason: "header is not valid JSON"},

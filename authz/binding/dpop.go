@@ -134,6 +134,13 @@ func (b *Binder) checkProof(ctx context.Context, in Input, jkt string) (Result, 
 	if len(proof) > MaxProofBytes {
 		return Result{}, errProofSize
 	}
+	// Go's base64 decoders skip CR and LF, even in strict mode: without
+	// this check a proof with line breaks inside would verify.
+	for i := 0; i < len(proof); i++ {
+		if !compactChar[proof[i]] {
+			return Result{}, errProofSyntax
+		}
+	}
 	dot1 := strings.IndexByte(proof, '.')
 	dot2 := strings.LastIndexByte(proof, '.')
 	if dot1 <= 0 || dot2 == dot1 || dot2 == len(proof)-1 || strings.IndexByte(proof[dot1+1:dot2], '.') >= 0 {
@@ -232,6 +239,15 @@ func (b *Binder) checkProof(ctx context.Context, in Input, jkt string) (Result, 
 	}
 	return res, nil
 }
+
+// compactChar holds the bytes of a compact JWS: the base64url alphabet and
+// the dots between segments.
+var compactChar = func() (t [256]bool) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_." {
+		t[c] = true
+	}
+	return t
+}()
 
 // parseHeader decodes and checks the proof's protected header: typ, alg
 // and jwk.

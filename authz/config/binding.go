@@ -30,7 +30,7 @@ type DPoPNonce struct {
 	Lifetime Duration `yaml:"lifetime"`
 	// Secret is the content of SecretFile (surrounding white space
 	// trimmed), read by Validate.
-	Secret []byte `yaml:"-"`
+	Secret []byte `yaml:"-" secret:"true"`
 }
 
 // Binding says where sender-constrained tokens are demanded.

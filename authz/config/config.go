@@ -4,13 +4,11 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -35,6 +33,8 @@ type Config struct {
 	FAPI          FAPI           `yaml:"fapi"`
 	Telemetry     Telemetry      `yaml:"telemetry"`
 	DryRun        DryRun         `yaml:"dry_run"`
+	Redis         Redis          `yaml:"redis"`
+	Admin         Admin          `yaml:"admin"`
 }
 
 // GRPC is the ext_authz gRPC server.
@@ -62,6 +62,15 @@ type Policy struct {
 	// DecisionCacheBytes is the memory budget of the decision cache
 	// (repeated requests answered without evaluating again); 0 turns it off.
 	DecisionCacheBytes int64 `yaml:"decision_cache_bytes"`
+	// Bundle, when its url is set, takes the policies from an OPA bundle
+	// server instead of Dir.
+	Bundle PolicyBundle `yaml:"bundle"`
+	// EvalTimeout bounds one policy evaluation; past it the request is
+	// denied with 503.
+	EvalTimeout Duration `yaml:"eval_timeout"`
+	// MaxBodyBytes bounds the request body handed to the policy; a larger
+	// one is denied with 413.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
 }
 
 // Log is the structured logger.
@@ -88,7 +97,7 @@ type Auth struct {
 type Introspection struct {
 	Endpoint          string   `yaml:"endpoint"`
 	ClientID          string   `yaml:"client_id"`
-	ClientSecret      string   `yaml:"client_secret"`
+	ClientSecret      string   `yaml:"client_secret" secret:"true"`
 	ClientSecretFile  string   `yaml:"client_secret_file"`
 	AuthMethod        string   `yaml:"auth_method"`
 	PrivateKeyFile    string   `yaml:"private_key_file"`
@@ -102,6 +111,18 @@ type Introspection struct {
 	JWKSURI           string   `yaml:"jwks_uri"`
 	Audience          string   `yaml:"audience"`
 	TokenTypeHint     string   `yaml:"token_type_hint"`
+	// MaxConcurrent bounds the introspection calls in flight.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// CircuitBreaker stops calling an OAuth server that keeps failing.
+	CircuitBreaker CircuitBreaker `yaml:"circuit_breaker"`
+}
+
+// CircuitBreaker is the circuit breaker toward the OAuth server.
+type CircuitBreaker struct {
+	// Failures in a row that open it.
+	Failures int `yaml:"failures"`
+	// Cooldown is how long it stays open before one probe call.
+	Cooldown Duration `yaml:"cooldown"`
 }
 
 // Mint is the JWT phantom-authz signs for the upstream.
@@ -144,10 +165,11 @@ type Cache struct {
 // Default returns the configuration used when no file is given.
 func Default() Config {
 	return Config{
-		GRPC:   GRPC{Addr: "127.0.0.1:9191", MaxRecvBytes: 4 << 20},
-		HTTP:   HTTP{Addr: "127.0.0.1:9192"},
-		Policy: Policy{Dir: "./policies", Query: "data.envoy.authz.allow", PollInterval: Duration(time.Second), DecisionCacheBytes: 16 << 20},
-		Log:    Log{Level: "info", Format: "json"},
+		GRPC: GRPC{Addr: "127.0.0.1:9191", MaxRecvBytes: 4 << 20},
+		HTTP: HTTP{Addr: "127.0.0.1:9192"},
+		Policy: Policy{Dir: "./policies", Query: "data.envoy.authz.allow", PollInterval: Duration(time.Second), DecisionCacheBytes: 16 << 20,
+			EvalTimeout: Duration(100 * time.Millisecond), MaxBodyBytes: 1 << 20},
+		Log: Log{Level: "info", Format: "json"},
 		Auth: Auth{
 			Realm:          "phantom-authz",
 			OwnedHeaders:   []string{"x-jwt-*", "x-user-*"},
@@ -161,6 +183,7 @@ func Default() Config {
 
 		Telemetry: defaultTelemetry(),
 		DPoP:      defaultDPoP(),
+		Redis:     defaultRedis(),
 	}
 }
 
@@ -182,31 +205,37 @@ func Load(path string) (Config, error) {
 	return Parse(b)
 }
 
-var (
-	unknownKeyErr = regexp.MustCompile(`line (\d+): field (\S+) not found`)
-	lineErr       = regexp.MustCompile(`line (\d+): (.*)`)
-)
+var lineErr = regexp.MustCompile(`line (\d+): (.*)`)
 
-// Parse reads YAML over the defaults and validates the result.
+// Parse reads YAML over the defaults and validates the result. Environment
+// variables in values are expanded first (see expandEnv). No error repeats
+// a secret of the file (see Masked).
 func Parse(b []byte) (Config, error) {
 	cfg := Default()
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		keys := keysByLine(&doc)
-		if m := unknownKeyErr.FindStringSubmatch(err.Error()); m != nil {
-			return Config{}, &Error{Key: keys[atoi(m[1])], Reason: "unknown key (line " + m[1] + ")"}
-		}
-		if m := lineErr.FindStringSubmatch(err.Error()); m != nil && keys[atoi(m[1])] != "" {
-			return Config{}, &Error{Key: keys[atoi(m[1])], Reason: m[2] + " (line " + m[1] + ")"}
-		}
-		return Config{}, fmt.Errorf("config: %w", err)
+	if doc.Kind == 0 { // empty
+		return cfg, cfg.Validate()
 	}
-	return cfg, cfg.Validate()
+	var fromEnv []string
+	if err := expandEnv(&doc, "", lookupEnv, &fromEnv); err != nil {
+		return Config{}, scrub(err, secretsOf(&doc, nil, fromEnv))
+	}
+	if err := checkKeys(&doc, reflect.TypeOf(cfg), ""); err != nil {
+		return Config{}, scrub(err, secretsOf(&doc, nil, fromEnv))
+	}
+	if err := doc.Decode(&cfg); err != nil {
+		keys := keysByLine(&doc)
+		if m := lineErr.FindStringSubmatch(err.Error()); m != nil && keys[atoi(m[1])] != "" {
+			err = &Error{Key: keys[atoi(m[1])], Reason: m[2] + " (line " + m[1] + ")"}
+		} else {
+			err = fmt.Errorf("config: %w", err)
+		}
+		return Config{}, scrub(err, secretsOf(&doc, nil, fromEnv))
+	}
+	return cfg, scrub(cfg.Validate(), secretsOf(&doc, &cfg, fromEnv))
 }
 
 // keysByLine maps each line of the document to the dotted key defined or
@@ -281,6 +310,15 @@ func (c *Config) Validate() error {
 	if c.Policy.DecisionCacheBytes < 0 {
 		return &Error{"policy.decision_cache_bytes", "must not be negative (0 turns the cache off)"}
 	}
+	if err := c.Policy.Bundle.validate(); err != nil {
+		return err
+	}
+	if c.Policy.EvalTimeout <= 0 {
+		return &Error{"policy.eval_timeout", "must be positive"}
+	}
+	if c.Policy.MaxBodyBytes <= 0 {
+		return &Error{"policy.max_body_bytes", "must be positive"}
+	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		return &Error{"log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.Log.Level)}
 	}
@@ -351,6 +389,12 @@ func (c *Config) Validate() error {
 	if err := c.DryRun.validate(); err != nil {
 		return err
 	}
+	if err := c.Redis.validate(); err != nil {
+		return err
+	}
+	if err := c.Admin.validate(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -409,6 +453,24 @@ func (in *Introspection) validate() error {
 	if in.TokenTypeHint != "" && in.TokenTypeHint != "access_token" {
 		return &Error{"introspection.token_type_hint", "must be empty or access_token"}
 	}
+	if in.MaxConcurrent == 0 {
+		in.MaxConcurrent = 64
+	}
+	if in.MaxConcurrent < 0 {
+		return &Error{"introspection.max_concurrent", "must be positive"}
+	}
+	if in.CircuitBreaker.Failures == 0 {
+		in.CircuitBreaker.Failures = 5
+	}
+	if in.CircuitBreaker.Failures < 0 {
+		return &Error{"introspection.circuit_breaker.failures", "must be positive"}
+	}
+	if in.CircuitBreaker.Cooldown == 0 {
+		in.CircuitBreaker.Cooldown = Duration(5 * time.Second)
+	}
+	if in.CircuitBreaker.Cooldown < 0 {
+		return &Error{"introspection.circuit_breaker.cooldown", "must be positive"}
+	}
 	return nil
 }
 
@@ -459,6 +521,10 @@ func endpoint(key, v string, insecure, required bool) error {
 		return &Error{key, "must be https (or set allow_insecure_http for local runs)"}
 	default:
 		return &Error{key, fmt.Sprintf("scheme %q is not https", u.Scheme)}
+	}
+	if u.User != nil {
+		// Endpoints are logged; credentials go in their own keys (files).
+		return &Error{key, "must not carry credentials (user:password@): use the client or token settings"}
 	}
 	return nil
 }

@@ -33,7 +33,7 @@ type PairwiseKey struct {
 	SecretFile string `yaml:"secret_file"`
 	// Secret is the content of SecretFile (surrounding white space
 	// trimmed), read by Validate.
-	Secret []byte `yaml:"-"`
+	Secret []byte `yaml:"-" secret:"true"`
 }
 
 // MinPairwiseSecret is the shortest pairwise secret, in bytes.

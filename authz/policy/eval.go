@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -60,7 +61,7 @@ func (s *policySet) evaluator() *evaluator {
 
 func (s *policySet) release(ev *evaluator) {
 	ev.rules.reset()
-	ev.cancel.ctx = nil
+	ev.cancel = ctxCancel{}
 	ev.result = nil
 	clear(ev.nd)
 	clear(ev.builtinErrs)
@@ -68,13 +69,26 @@ func (s *policySet) release(ev *evaluator) {
 	s.evaluators.Put(ev)
 }
 
+// ErrEvalTimeout is the error of an evaluation stopped at its deadline
+// (Config.EvalTimeout): a policy that iterates too much, or a builtin that
+// takes too long. The request is denied (503), never allowed.
+var ErrEvalTimeout = errors.New("policy: evaluation stopped: it took longer than policy.eval_timeout")
+
 // eval runs the query on input and returns how many results it had; the
-// last one is in ev.result.
-func (ev *evaluator) eval(ctx context.Context, input *ast.Term) (int, error) {
+// last one is in ev.result. A timeout > 0 stops the evaluation after that
+// long with ErrEvalTimeout.
+func (ev *evaluator) eval(ctx context.Context, input *ast.Term, timeout time.Duration) (int, error) {
 	ev.rules.start()
+	now := time.Now()
 	ev.cancel.ctx = ctx
+	if timeout > 0 {
+		ev.cancel.deadline = now.Add(timeout)
+	}
 	ev.results, ev.result = 0, nil
-	err := ev.q.WithInput(input).WithTime(time.Now()).Iter(ctx, ev.iter)
+	err := ev.q.WithInput(input).WithTime(now).Iter(ctx, ev.iter)
+	if err != nil && ev.cancel.expired {
+		return ev.results, ErrEvalTimeout
+	}
 	return ev.results, err
 }
 
@@ -91,15 +105,42 @@ func (ev *evaluator) collect(qr topdown.QueryResult) error {
 	return nil
 }
 
-// ctxCancel stops an evaluation once its context ends. The evaluator polls
-// it between steps; reading a context's error is an atomic load, so this
-// replaces OPA's goroutine per evaluation.
+// ctxCancel stops an evaluation once its context ends or its deadline
+// passes. The evaluator polls it between steps (and numbers.range per
+// number); reading a context's error is an atomic load and the clock is
+// read every deadlineEvery polls, so this replaces OPA's goroutine per
+// evaluation, and a deadline costs no timer and no allocation.
 type ctxCancel struct {
-	ctx context.Context
+	ctx      context.Context
+	deadline time.Time // zero: none
+	polls    uint32
+	expired  bool
 }
 
-// Cancel is not used: the context is the only source of cancellation.
+// deadlineEvery is how many polls pass between two reads of the clock: an
+// evaluation step is well under a microsecond, so the deadline is overshot
+// by far less than a millisecond.
+const deadlineEvery = 64
+
+// Cancel is not used: the context and the deadline are the only sources of
+// cancellation.
 func (c *ctxCancel) Cancel() {}
 
-// Cancelled reports whether the evaluation's context has ended.
-func (c *ctxCancel) Cancelled() bool { return c.ctx != nil && c.ctx.Err() != nil }
+// Cancelled reports whether the evaluation's context has ended or its
+// deadline passed. One evaluation polls from one goroutine.
+func (c *ctxCancel) Cancelled() bool {
+	if c.ctx != nil && c.ctx.Err() != nil {
+		return true
+	}
+	if c.deadline.IsZero() {
+		return false
+	}
+	if c.expired {
+		return true
+	}
+	c.polls++
+	if c.polls%deadlineEvery == 0 && time.Now().After(c.deadline) {
+		c.expired = true
+	}
+	return c.expired
+}

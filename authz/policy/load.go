@@ -20,9 +20,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
-// policySet is one compiled generation of the policy directory. What it
-// compiled never changes (its caches synchronise themselves): a reload
-// builds a new set and swaps the pointer.
+// policySet is one compiled generation of the policy directory or bundle.
+// What it compiled never changes (its caches synchronise themselves): a
+// reload builds a new set and swaps the pointer.
 type policySet struct {
 	compiler *ast.Compiler
 	// query is the configured query, compiled, with its value captured in
@@ -44,7 +44,8 @@ type policySet struct {
 	gen  uint64
 	// evaluators are reusable evaluation states of this set (see evaluator).
 	evaluators sync.Pool
-	// hash identifies the files the set was loaded from (see snapshot).
+	// hash identifies the files the set was loaded from (see snapshot), or
+	// the bundle's tarball.
 	hash     [sha256.Size]byte
 	revision string
 	// defaultValue is the query's default rule value (nil: none).
@@ -163,7 +164,22 @@ func loadSnapshot(ctx context.Context, dir, query string, snap *snapshot) (*poli
 		return nil, fmt.Errorf("policy: %s", describe(err, snap))
 	}
 
-	data, err := ast.InterfaceToValue(res.Documents)
+	set, err := compileSet(ctx, query, res.ParsedModules(), res.Documents,
+		func(err error) string { return describe(err, snap) })
+	if err != nil {
+		return nil, err
+	}
+	set.hash = snap.hash
+	set.revision = hex.EncodeToString(snap.hash[:6])
+	return set, nil
+}
+
+// compileSet compiles modules (with the helper library) and data into a
+// policy set ready to evaluate query; explain renders compile errors. The
+// caller sets the set's hash and revision.
+func compileSet(ctx context.Context, query string, parsed map[string]*ast.Module, documents any,
+	explain func(error) string) (*policySet, error) {
+	data, err := ast.InterfaceToValue(documents)
 	if err != nil {
 		return nil, fmt.Errorf("policy: data: %w", err)
 	}
@@ -183,18 +199,18 @@ func loadSnapshot(ctx context.Context, dir, query string, snap *snapshot) (*poli
 	if err != nil {
 		return nil, err
 	}
-	for name, m := range res.ParsedModules() {
+	for name, m := range parsed {
 		modules[name] = m
 	}
 	compiler := ast.NewCompiler().WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn))
 	compiler.Compile(modules)
 	if compiler.Failed() {
-		return nil, fmt.Errorf("policy: %s", describe(compiler.Errors, snap))
+		return nil, fmt.Errorf("policy: %s", explain(compiler.Errors))
 	}
 
 	body, qc, err := compileQuery(compiler, query)
 	if err != nil {
-		return nil, fmt.Errorf("policy: query %q: %s", query, describe(err, snap))
+		return nil, fmt.Errorf("policy: query %q: %s", query, explain(err))
 	}
 
 	need := inputNeed(compiler, body)
@@ -208,8 +224,6 @@ func loadSnapshot(ctx context.Context, dir, query string, snap *snapshot) (*poli
 		txn:           txn,
 		data:          &dataCache{},
 		need:          need,
-		hash:          snap.hash,
-		revision:      hex.EncodeToString(snap.hash[:6]),
 		defaultValue:  defaultValue(compiler, query),
 	}, nil
 }

@@ -55,7 +55,9 @@ func newTokenInput(tok *token.Token) (ti *tokenInput, err error) {
 	if len(tok.Claims) > 0 {
 		claims, err = toValue(tok.Claims, 0)
 		if err != nil {
-			return nil, fmt.Errorf("policy: token claims: %w", err)
+			// Claims no policy can read (nested too deep, say) make the
+			// token unusable: 401 invalid_token, not a 503 to retry.
+			return nil, fmt.Errorf("policy: token claims: %w: %w", token.ErrInvalid, err)
 		}
 	}
 	scopes := make([]*ast.Term, len(tok.Scopes))

@@ -22,7 +22,15 @@ const settle = 100 * time.Millisecond
 // notify. A change that does not load or compile is refused: the last good
 // set keeps serving, the error is logged with its file and line, and the
 // failed-reload count rises (once per distinct content).
+//
+// With a bundle configured, Watch polls the bundle server instead (see
+// BundleConfig): every download or activation that fails is logged and
+// counted, and the last good set keeps serving.
 func (e *Engine) Watch(ctx context.Context) {
+	if e.bundle != nil {
+		e.bundle.run(ctx)
+		return
+	}
 	var events <-chan fsnotify.Event
 	var errs <-chan error
 	w, err := fsnotify.NewWatcher()

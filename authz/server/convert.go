@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -28,7 +29,7 @@ func ToRequest(in *authv3.CheckRequest) *authz.Request {
 		Protocol:          h.GetProtocol(),
 		Fragment:          h.GetFragment(),
 		Query:             h.GetQuery(),
-		Headers:           h.GetHeaders(),
+		Headers:           lowerKeys(h.GetHeaders()),
 		Body:              h.GetBody(),
 		RawBody:           h.GetRawBody(),
 		Size:              h.GetSize(),
@@ -69,6 +70,51 @@ func ToRequest(in *authv3.CheckRequest) *authz.Request {
 		}
 	}
 	return r
+}
+
+// lowerKeys returns headers with lower-case names, as Request promises and
+// as the credential stage, the owned-header stripping and policies read
+// them. Envoy sends them lower-case already, and then the map is returned
+// as it is; another client of the gRPC API may not, and "X-Role" must not
+// slip past a policy that reads x-role, nor "X-JWT-Sub" past the stripping.
+// Names equal but for case are joined with commas like repeated headers, in
+// the order of their names as sent (sorted), so the result is the same for
+// the same request.
+func lowerKeys(headers map[string]string) map[string]string {
+	mixed := false
+	for k := range headers {
+		if hasUpper(k) {
+			mixed = true
+			break
+		}
+	}
+	if !mixed {
+		return headers
+	}
+	names := make([]string, 0, len(headers))
+	for k := range headers {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	out := make(map[string]string, len(headers))
+	for _, k := range names {
+		lk := strings.ToLower(k)
+		if prev, ok := out[lk]; ok {
+			out[lk] = prev + "," + headers[k]
+		} else {
+			out[lk] = headers[k]
+		}
+	}
+	return out
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 func toPeer(p *authv3.AttributeContext_Peer) authz.Peer {

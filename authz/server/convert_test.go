@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"maps"
+	"reflect"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -32,6 +34,29 @@ func TestToRequest(t *testing.T) {
 	}
 	if r.Headers["dpop"] != "p1,p2" || r.Headers["x-a"] != "1" {
 		t.Errorf("headers = %v", r.Headers)
+	}
+}
+
+// A client of the gRPC API other than Envoy may send header names in any
+// case: the engine still sees them lower-case, names differing only in case
+// join like repeated headers (so two Authorization headers are two), and a
+// request from Envoy keeps its map as it came. Found by FuzzCheckRequest.
+func TestToRequestLowerCasesHeaderNames(t *testing.T) {
+	r := server.ToRequest(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Headers: map[string]string{
+			"X-Role": "blocked", "X-JWT-Sub": "admin", "Authorization": "Bearer a", "authorization": "Bearer b",
+		}},
+	}}})
+	want := map[string]string{"x-role": "blocked", "x-jwt-sub": "admin", "authorization": "Bearer a,Bearer b"}
+	if !maps.Equal(r.Headers, want) {
+		t.Errorf("headers = %q, want %q", r.Headers, want)
+	}
+	lower := map[string]string{"x-role": "user"}
+	r = server.ToRequest(&authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "GET", Headers: lower},
+	}}})
+	if reflect.ValueOf(r.Headers).Pointer() != reflect.ValueOf(lower).Pointer() {
+		t.Error("a lower-case header map was copied")
 	}
 }
 

@@ -12,10 +12,14 @@ type HTTPConfig struct {
 	JWKS func() []byte
 	// Extra handlers mounted as they are (e.g. "/metrics").
 	Extra map[string]http.Handler
+	// Admin, when set with a Token and a Revoker, serves POST /admin/revoke;
+	// otherwise that path answers 404.
+	Admin *AdminConfig
 }
 
 // NewHTTPHandler serves GET /healthz (alive), GET /readyz (200 once ready,
-// else 503) and GET /.well-known/jwks.json.
+// else 503), GET /.well-known/jwks.json and, when configured, POST
+// /admin/revoke.
 func NewHTTPHandler(cfg HTTPConfig) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -40,6 +44,9 @@ func NewHTTPHandler(cfg HTTPConfig) http.Handler {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		_, _ = w.Write(body)
 	})
+	if a := cfg.Admin; a != nil && a.Token != "" && a.Revoker != nil {
+		mux.Handle("POST /admin/revoke", revokeHandler(*a))
+	}
 	for p, h := range cfg.Extra {
 		mux.Handle(p, h)
 	}

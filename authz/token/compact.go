@@ -10,6 +10,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // compact is a JWS in compact serialization (RFC 7515 §7.1), split and
@@ -71,6 +72,12 @@ func decodeObject(data []byte, v any) error {
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 || data[0] != '{' {
 		return errors.New("not a JSON object")
+	}
+	// RFC 8259 §8.1. encoding/json would replace invalid bytes with
+	// U+FFFD, so the claims seen here would differ from those another
+	// parser (the upstream's) reads in the same token.
+	if !utf8.Valid(data) {
+		return errors.New("not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()

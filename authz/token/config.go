@@ -54,6 +54,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Shared is the second-level cache shared by replicas (Redis); nil: none,
+	// every replica resolves on its own.
+	Shared SharedCache
+	// Publisher tells the other replicas of a Revoke; nil: revocations stay
+	// on this replica (and, with Shared, in the shared cache).
+	Publisher RevocationPublisher
 }
 
 // Client authentication methods at the introspection endpoint (RFC 6749
@@ -106,6 +112,13 @@ type IntrospectionConfig struct {
 	Issuer, JWKSURI, Audience string
 	// TokenTypeHint is sent as token_type_hint when set (e.g. "access_token").
 	TokenTypeHint string
+	// MaxConcurrent bounds the introspection calls in flight (default 64).
+	// A call beyond it waits up to Timeout for a place, then fails
+	// (ErrUnavailable): an outage or a flood of new tokens never piles up
+	// goroutines without bound.
+	MaxConcurrent int
+	// Breaker is the circuit breaker toward the endpoint.
+	Breaker BreakerConfig
 }
 
 // IssuerConfig is an issuer whose JWT access tokens are verified by value.
@@ -279,6 +292,24 @@ func (in *IntrospectionConfig) validate() error {
 		return fmt.Errorf("token: introspection.timeout must not be negative")
 	case in.Timeout == 0:
 		in.Timeout = defaultTimeout
+	}
+	switch {
+	case in.MaxConcurrent < 0:
+		return fmt.Errorf("token: introspection.max_concurrent must not be negative")
+	case in.MaxConcurrent == 0:
+		in.MaxConcurrent = defaultMaxConcurrent
+	}
+	switch {
+	case in.Breaker.Failures < 0:
+		return fmt.Errorf("token: introspection.circuit_breaker.failures must not be negative")
+	case in.Breaker.Failures == 0:
+		in.Breaker.Failures = defaultBreakerFailures
+	}
+	switch {
+	case in.Breaker.Cooldown < 0:
+		return fmt.Errorf("token: introspection.circuit_breaker.cooldown must not be negative")
+	case in.Breaker.Cooldown == 0:
+		in.Breaker.Cooldown = defaultBreakerCooldown
 	}
 	return nil
 }

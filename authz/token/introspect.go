@@ -41,6 +41,9 @@ type introspector struct {
 
 	// rfc9701
 	keys *keySet
+
+	// guard bounds the calls in flight and trips on repeated failures.
+	guard *guard
 }
 
 // Accept headers per response mode.
@@ -159,10 +162,19 @@ func (in *introspector) clientAssertion() (string, error) {
 // introspect asks about raw. It returns ErrInactive for a token the server
 // does not vouch for and an error wrapping ErrUnavailable when the server
 // cannot be asked or answers nonsense; the error never holds the token.
+//
+// The guard may refuse the call before it is made (breaker open, no free
+// place within the timeout): that is counted by the guard, not as an
+// introspection, and not logged per call.
 func (in *introspector) introspect(ctx context.Context, raw string) (*Token, error) {
+	done, err := in.guard.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ctx, span := startSpan(in.tracer, ctx, "token.introspect")
 	start := time.Now()
 	tok, err := in.do(ctx, raw)
+	done(err)
 	if in.duration != nil {
 		in.duration.Record(ctx, time.Since(start).Seconds(), introspectionOutcomes[outcome(err)])
 	}

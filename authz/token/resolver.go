@@ -40,6 +40,14 @@ type Resolver struct {
 	keySets   []*keySet
 	tracer    trace.Tracer // nil: no spans
 
+	// l2 (nil: none) is the cache shared by replicas; publisher (nil:
+	// none) tells them of revocations. lockTTL bounds the wait for another
+	// replica's introspection.
+	l2          SharedCache
+	publisher   RevocationPublisher
+	lockTTL     time.Duration
+	revocations revocations
+
 	mu     sync.Mutex // guards closed against flights starting
 	closed bool
 	active sync.WaitGroup // running flights
@@ -71,6 +79,15 @@ type Stats struct {
 	Evictions, Expirations uint64
 	// CacheBytes is the cache's current cost, in bytes.
 	CacheBytes int64
+	// SharedHits and SharedMisses count lookups in the shared cache (after a
+	// miss here) that found an answer or not.
+	SharedHits, SharedMisses uint64
+	// LockWaits counts shared-cache misses that waited for another
+	// replica's introspection of the same token.
+	LockWaits uint64
+	// RevokedLocal counts Revoke calls, RevokedRemote the revocations other
+	// replicas published (ApplyRevocation).
+	RevokedLocal, RevokedRemote uint64
 }
 
 type counters struct {
@@ -79,6 +96,8 @@ type counters struct {
 	jwtVerified, jwtRejected                atomic.Uint64
 	jwksRefreshes, jwksFailures             atomic.Uint64
 	evictions, expirations                  atomic.Uint64
+	l2Hits, l2Misses, lockWaits             atomic.Uint64
+	revokedLocal, revokedRemote             atomic.Uint64
 }
 
 // New checks cfg and builds a Resolver. It does not contact the OAuth server
@@ -96,6 +115,12 @@ func New(cfg Config) (*Resolver, error) {
 		inactiveTTL: cfg.Cache.InactiveTTL,
 		issuers:     make(map[string]*issuer, len(cfg.Issuers)),
 		tracer:      cfg.Tracer,
+		l2:          cfg.Shared,
+		publisher:   cfg.Publisher,
+		lockTTL:     defaultTimeout,
+	}
+	if cfg.Introspection != nil {
+		r.lockTTL = cfg.Introspection.Timeout
 	}
 	client := cfg.HTTPClient
 	if client == nil {
@@ -125,6 +150,9 @@ func New(cfg Config) (*Resolver, error) {
 		timeout = in.Timeout
 		r.intro = &introspector{cfg: *in, client: client, now: r.now, log: r.log, stats: &r.stats, shared: &r.shared,
 			tracer: cfg.Tracer, duration: introDuration}
+		if r.intro.guard, err = newGuard(*in, cfg.Meter, r.log); err != nil {
+			return nil, fmt.Errorf("token: introspection metrics: %w", err)
+		}
 		if in.AuthMethod == AuthPrivateKeyJWT {
 			if err := r.intro.loadClientKey(); err != nil {
 				return nil, err
@@ -156,10 +184,15 @@ func New(cfg Config) (*Resolver, error) {
 }
 
 // keyHash is the cache's key: the SHA-256 of the token, of which ristretto
-// keeps 128 bits (its key and conflict hashes) and never the token itself.
-// The token is hashed in place, without a copy.
+// keeps 128 bits (its key and conflict hashes, the TokenID) and never the
+// token itself. The token is hashed in place, without a copy. A
+// TokenID.cacheKey is those 128 bits already.
 func keyHash(raw string) (uint64, uint64) {
-	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(raw), len(raw)))
+	b := unsafe.Slice(unsafe.StringData(raw), len(raw))
+	if len(b) == idKeyLen && b[0] == 0 {
+		return binary.LittleEndian.Uint64(b[1:9]), binary.LittleEndian.Uint64(b[9:17])
+	}
+	sum := sha256.Sum256(b)
 	return binary.LittleEndian.Uint64(sum[0:8]), binary.LittleEndian.Uint64(sum[8:16])
 }
 
@@ -178,6 +211,10 @@ func (r *Resolver) Resolve(ctx context.Context, cred credential.Credential) (*To
 // resolve is Resolve; hit says the cache answered.
 func (r *Resolver) resolve(ctx context.Context, cred credential.Credential) (*Token, bool, error) {
 	raw := cred.Token
+	if len(raw) == idKeyLen && raw[0] == 0 {
+		// Not a token (see TokenID.cacheKey); never looked up.
+		return nil, false, fmt.Errorf("%w: not a token", ErrInvalid)
+	}
 	if e, ok := r.cache.Get(raw); ok && r.now().UnixNano() < e.until {
 		r.stats.hits.Add(1)
 		if e.tok == nil {
@@ -242,7 +279,11 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 			tok, err = nil, fmt.Errorf("%w: internal error", ErrUnavailable)
 		}
 	}()
-	tok, err = r.fetch(ctx, raw)
+	if r.l2 != nil {
+		tok, err = r.sharedFetch(ctx, raw)
+	} else {
+		tok, err = r.fetch(ctx, raw)
+	}
 	now := r.now()
 	if errors.Is(err, ErrInactive) {
 		if r.inactiveTTL > 0 {
@@ -258,16 +299,28 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 			return nil, fmt.Errorf("%w: prepare token: %w", ErrUnavailable, err)
 		}
 	}
+	if ttl := r.ttl(tok, now); ttl > 0 {
+		r.store(raw, entry{tok: tok, until: now.Add(ttl).UnixNano()}, tokenCost(tok), ttl)
+		// A revocation that came while this resolution ran wins, whichever
+		// store ristretto applied last.
+		if r.revocations.has(IDOf(raw), r.now().UnixNano()) {
+			r.markInactive(raw)
+			return nil, ErrInactive
+		}
+	}
+	return tok, nil
+}
+
+// ttl is how long an active tok may be cached from now on: until the first
+// of its exp, its JWT's exp and MaxTTL.
+func (r *Resolver) ttl(tok *Token, now time.Time) time.Duration {
 	until := now.Add(r.maxTTL)
 	for _, t := range [...]time.Time{tok.Expiry, tok.JWTExpiry} {
 		if !t.IsZero() && t.Before(until) {
 			until = t
 		}
 	}
-	if ttl := until.Sub(now); ttl > 0 {
-		r.store(raw, entry{tok: tok, until: until.UnixNano()}, tokenCost(tok), ttl)
-	}
-	return tok, nil
+	return until.Sub(now)
 }
 
 // store sets the entry and waits until it is visible, so a caller arriving
@@ -319,6 +372,11 @@ func (r *Resolver) Stats() Stats {
 		Evictions:              s.evictions.Load(),
 		Expirations:            s.expirations.Load(),
 		CacheBytes:             r.cache.MaxCost() - r.cache.RemainingCost(),
+		SharedHits:             s.l2Hits.Load(),
+		SharedMisses:           s.l2Misses.Load(),
+		LockWaits:              s.lockWaits.Load(),
+		RevokedLocal:           s.revokedLocal.Load(),
+		RevokedRemote:          s.revokedRemote.Load(),
 	}
 }
 

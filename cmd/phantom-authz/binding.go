@@ -7,13 +7,13 @@ import (
 )
 
 // binder is the bind stage of the configuration: DPoP proofs (dpop) and
-// where sender-constrained tokens are demanded (binding). count wraps the
-// replay store to count the replays it refuses (metrics).
-func binder(cfg config.Config, count func(binding.ReplayStore) binding.ReplayStore) (authz.Binder, error) {
+// where sender-constrained tokens are demanded (binding), with replay as
+// the DPoP replay store (this replica's memory, or Redis).
+func binder(cfg config.Config, replay binding.ReplayStore) (authz.Binder, error) {
 	bc := binding.Config{
 		Algorithms:               cfg.DPoP.Algorithms,
 		IATWindow:                cfg.DPoP.IATWindow.D(),
-		Replay:                   count(binding.NewMemoryReplay(cfg.DPoP.ReplayMaxEntries)),
+		Replay:                   replay,
 		RequireSenderConstrained: cfg.Binding.RequireSenderConstrained,
 	}
 	if n := cfg.DPoP.Nonce; n.Enabled {

@@ -51,11 +51,17 @@ func checkCmd() *cobra.Command {
 				return &exitError{2, fmt.Errorf("--request: not a CheckRequest in protojson: %w", err)}
 			}
 			log := telemetry.NewLogger(cmd.ErrOrStderr(), "warn", cfg.Log.Format)
+			// Offline: a DPoP proof checked here must not be spent in Redis.
+			cfg.Redis.URL = ""
 			st, err := build(cfg, log, nil)
 			if err != nil {
 				return &exitError{1, err}
 			}
 			defer st.close()
+			// With policy.bundle, one download (or the persisted copy).
+			if err := st.policy.Fetch(context.Background()); err != nil {
+				return &exitError{1, err}
+			}
 			d := st.engine.Check(context.Background(), server.ToRequest(&req))
 			res := checkResult{Allowed: d.Allowed, Status: d.Status, Reason: d.Reason, Detail: d.Detail,
 				Remove: d.RemoveHeaders, Body: d.Body}

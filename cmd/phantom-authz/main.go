@@ -30,7 +30,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), checkCmd(), auditCmd(), versionCmd())
+	root.AddCommand(serveCmd(), checkCmd(), auditCmd(), configCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "phantom-authz:", err)
 		var ee *exitError

@@ -116,7 +116,11 @@ func registerStageMetrics(m metric.Meter, s *stack) error {
 	if err != nil {
 		return err
 	}
-	insts := []metric.Observable{reloads}
+	evalTimeouts, err := newCounter("phantom_authz.policy.eval_timeouts", "Policy evaluations stopped at policy.eval_timeout (the request denied with 503).")
+	if err != nil {
+		return err
+	}
+	insts := []metric.Observable{reloads, evalTimeouts}
 	var replays metric.Int64ObservableCounter
 	if s.replays != nil {
 		if replays, err = newCounter("phantom_authz.dpop.replays_refused", "DPoP proofs refused because they had been used before (RFC 9449 §11.1)."); err != nil {
@@ -161,6 +165,7 @@ func registerStageMetrics(m metric.Meter, s *stack) error {
 		okN, failedN := s.policy.Reloads()
 		o.ObserveInt64(reloads, int64(okN), ok)
 		o.ObserveInt64(reloads, int64(failedN), failed)
+		o.ObserveInt64(evalTimeouts, int64(s.policy.EvalTimeouts()))
 		if s.replays != nil {
 			o.ObserveInt64(replays, int64(s.replays.refused.Load()))
 		}

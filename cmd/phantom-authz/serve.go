@@ -70,7 +70,11 @@ func serve(path string) error {
 	if err := registerStageMetrics(tel.Meter(), st); err != nil {
 		return &exitError{1, fmt.Errorf("telemetry: %w", err)}
 	}
+	if err := registerSharedMetrics(tel.Meter(), st); err != nil {
+		return &exitError{1, fmt.Errorf("telemetry: %w", err)}
+	}
 	go st.policy.Watch(ctx)
+	st.subscribeRevocations(ctx)
 
 	glis, err := net.Listen("tcp", cfg.GRPC.Addr)
 	if err != nil {
@@ -123,7 +127,7 @@ func serve(path string) error {
 	}()
 
 	hsrv := &http.Server{
-		Handler:           server.NewHTTPHandler(server.HTTPConfig{Ready: st.engine.Ready, JWKS: st.jwks, Extra: extraHandlers(tel)}),
+		Handler:           server.NewHTTPHandler(server.HTTPConfig{Ready: st.engine.Ready, JWKS: st.jwks, Extra: extraHandlers(tel), Admin: adminConfig(cfg, st, log)}),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 

@@ -9,6 +9,7 @@ import (
 	"github.com/phantom-authz/phantom-authz/authz/config"
 	"github.com/phantom-authz/phantom-authz/authz/mint"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
+	"github.com/phantom-authz/phantom-authz/authz/redisstore"
 	"github.com/phantom-authz/phantom-authz/authz/telemetry"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
@@ -17,9 +18,10 @@ import (
 type stack struct {
 	engine   *authz.Engine
 	policy   *policy.Engine
-	resolver *token.Resolver // nil when no credentials are configured
-	replays  *replayCounter  // nil when no credentials are configured
-	minter   *mint.Minter    // nil when no credentials are configured
+	resolver *token.Resolver   // nil when no credentials are configured
+	replays  *replayCounter    // nil when no credentials are configured
+	minter   *mint.Minter      // nil when no credentials are configured
+	redis    *redisstore.Store // nil without redis.url
 }
 
 func (s *stack) close() {
@@ -28,6 +30,9 @@ func (s *stack) close() {
 	}
 	if s.minter != nil {
 		_ = s.minter.Close()
+	}
+	if s.redis != nil {
+		_ = s.redis.Close()
 	}
 }
 
@@ -48,11 +53,16 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 		PollInterval: cfg.Policy.PollInterval.D(),
 		// 0 is "off" in the file, "the default" in policy.Config.
 		DecisionCacheBytes: cmp.Or(cfg.Policy.DecisionCacheBytes, -1),
+		EvalTimeout:        cfg.Policy.EvalTimeout.D(),
+		Bundle:             policyBundle(cfg.Policy.Bundle),
 	})
 	if err != nil {
 		return nil, err
 	}
 	s := &stack{policy: pol}
+	if s.redis, err = openRedis(cfg, log); err != nil {
+		return nil, err
+	}
 	credentials := cfg.Introspection != nil || len(cfg.JWT.Issuers) > 0
 	if credentials {
 		keys := cfg.Mint.SigningKeyFiles
@@ -80,6 +90,7 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 		PublicPaths:    cfg.Auth.PublicPaths,
 		OwnedHeaders:   cfg.Auth.OwnedHeaders,
 		MaxHeaderBytes: cfg.Auth.MaxHeaderBytes,
+		MaxBodyBytes:   cfg.Policy.MaxBodyBytes,
 		Logger:         log,
 
 		InteractionID: cfg.FAPI.InteractionID,
@@ -88,7 +99,7 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 		ecfg.Minter = s.minter
 	}
 	if credentials {
-		if ecfg.Binder, err = binder(cfg, s.countReplays); err != nil {
+		if ecfg.Binder, err = binder(cfg, s.countReplays(replayStore(cfg, s.redis))); err != nil {
 			return nil, err
 		}
 	}
@@ -114,6 +125,9 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 			},
 			Prepare: func(t *token.Token) error { return eng.PrepareToken(t) },
 			Logger:  log,
+
+			Shared:    sharedCache(cfg, s.redis),
+			Publisher: revocationPublisher(s.redis),
 
 			Tracer:        tel.Tracer(),
 			Meter:         tel.Meter(),
@@ -154,6 +168,11 @@ func introspectionConfig(in *config.Introspection) *token.IntrospectionConfig {
 		JWKSURI:           in.JWKSURI,
 		Audience:          in.Audience,
 		TokenTypeHint:     in.TokenTypeHint,
+		MaxConcurrent:     in.MaxConcurrent,
+		Breaker: token.BreakerConfig{
+			Failures: in.CircuitBreaker.Failures,
+			Cooldown: in.CircuitBreaker.Cooldown.D(),
+		},
 	}
 }
 

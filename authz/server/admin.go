@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// Revoker makes a token inactive in the caches of this replica and, when
+// replicas share Redis, of every replica (token.Resolver). An error means
+// this replica applied the revocation but could not pass it on.
+type Revoker interface {
+	Revoke(ctx context.Context, token string) error
+}
+
+// AdminConfig configures the administrative endpoint POST /admin/revoke.
+type AdminConfig struct {
+	// Token is the bearer credential the endpoint demands. Required.
+	Token string
+	// Revoker applies revocations.
+	Revoker Revoker
+	// Logger receives one line per revocation and per refused call; nil
+	// discards them. Neither token is ever logged.
+	Logger *slog.Logger
+}
+
+// adminRealm is the realm of the endpoint's challenges, apart from the one
+// clients of the protected APIs see.
+const adminRealm = "phantom-authz-admin"
+
+// maxAdminBody bounds the form of a revocation (a token is at most 8 KiB).
+const maxAdminBody = 16 << 10
+
+// revokeHandler serves POST /admin/revoke in the shape of RFC 7009: a form
+// with token (token_type_hint is accepted and ignored), 200 whether or not
+// the token was known. The caller authenticates with the admin credential
+// as a bearer token, compared in constant time.
+func revokeHandler(cfg AdminConfig) http.Handler {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	want := sha256.Sum256([]byte(cfg.Token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || cred == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+adminRealm+`"`)
+			adminProblem(w, http.StatusUnauthorized, "", "this endpoint requires the admin bearer token")
+			log.Warn("admin: revocation refused: no admin token", "remote", r.RemoteAddr)
+			return
+		}
+		got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+adminRealm+`", error="invalid_token"`)
+			adminProblem(w, http.StatusUnauthorized, "invalid_token", "the admin token is not valid")
+			log.Warn("admin: revocation refused: wrong admin token", "remote", r.RemoteAddr)
+			return
+		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+			adminProblem(w, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
+		if err := r.ParseForm(); err != nil {
+			adminProblem(w, http.StatusBadRequest, "invalid_request", "the body is not a form of at most 16 KiB")
+			return
+		}
+		tokens := r.PostForm["token"]
+		if len(tokens) != 1 || tokens[0] == "" {
+			adminProblem(w, http.StatusBadRequest, "invalid_request", "the form must carry exactly one token")
+			return
+		}
+		err := cfg.Revoker.Revoke(r.Context(), tokens[0])
+		id := sha256.Sum256([]byte(tokens[0]))
+		if err != nil {
+			// Applied here; the caller should retry so the others get it.
+			log.Error("admin: token revoked on this replica only", "token_id", hexID(id[:16]), "err", err)
+			w.Header().Set("Retry-After", "1")
+			adminProblem(w, http.StatusServiceUnavailable, "temporarily_unavailable",
+				"the token was revoked on this replica only: the other replicas could not be told; retry")
+			return
+		}
+		log.Info("admin: token revoked", "token_id", hexID(id[:16]), "remote", r.RemoteAddr)
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// hexID is the ID a revocation is logged by: the first 128 bits of the
+// token's SHA-256 (token.TokenID), never the token.
+func hexID(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 2*len(b))
+	for i, c := range b {
+		out[2*i], out[2*i+1] = digits[c>>4], digits[c&15]
+	}
+	return string(out)
+}
+
+// adminProblem writes an RFC 9457 problem with the OAuth error code.
+func adminProblem(w http.ResponseWriter, status int, code, detail string) {
+	body, err := json.Marshal(struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Detail string `json:"detail,omitempty"`
+		Error  string `json:"error,omitempty"`
+	}{"about:blank", http.StatusText(status), status, detail, code})
+	if err != nil {
+		body = []byte(`{}`)
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

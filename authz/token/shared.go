@@ -1,0 +1,429 @@
+package token
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+)
+
+// Several replicas behind one load balancer share what they learn about
+// tokens through a SharedCache (Redis, in authz/redisstore): the second level
+// under each replica's in-process cache. A replica that misses its own cache
+// asks the shared one before the OAuth server, and of several replicas asked
+// about the same new token at once only the one holding the token's lock
+// introspects; the others wait for its answer in the shared cache.
+//
+// The shared cache never sees a token. Its keys are a domain-separated
+// SHA-256 of the token, and its values are sealed (AES-256-GCM) with a key
+// derived from the token itself: a dump of the store reveals nothing to
+// someone who does not already hold the token. It holds the token as the
+// OAuth server answered (claims, the JWT it gave), before Prepare: every
+// replica mints and prepares its own.
+//
+// The shared cache is an optimisation, never an authority: when it fails,
+// each replica resolves on its own (the store reports and logs that), and
+// a request is never denied because of it.
+
+// SharedCache is a cache shared by replicas. Keys are 32-byte hashes; the
+// store chooses how to name them. Every method may fail (the store is
+// unreachable); the Resolver then carries on without it.
+type SharedCache interface {
+	// Get returns the value stored at key; ok is false when there is none.
+	Get(ctx context.Context, key [32]byte) (value []byte, ok bool, err error)
+	// Add stores value at key for ttl unless key already holds a value: an
+	// answer never overwrites a revocation written meanwhile.
+	Add(ctx context.Context, key [32]byte, value []byte, ttl time.Duration) error
+	// Put stores value at key for ttl, replacing what is there.
+	Put(ctx context.Context, key [32]byte, value []byte, ttl time.Duration) error
+	// Lock takes the lock named key for at most ttl. held is false when
+	// another holder has it; release (when held) gives it back early.
+	Lock(ctx context.Context, key [32]byte, ttl time.Duration) (release func(), held bool, err error)
+}
+
+// RevocationPublisher tells the other replicas about a revoked token, by its
+// TokenID only. The receiving side calls Resolver.ApplyRevocation.
+type RevocationPublisher interface {
+	PublishRevocation(ctx context.Context, id TokenID) error
+}
+
+// TokenID names a token without revealing it: the first 128 bits of its
+// SHA-256, which is also what the in-process cache keys it by. It is what a
+// revocation message carries.
+type TokenID [16]byte
+
+// IDOf returns raw's TokenID.
+func IDOf(raw string) TokenID {
+	sum := sha256.Sum256([]byte(raw))
+	return TokenID(sum[:16])
+}
+
+// String is the ID in hexadecimal.
+func (id TokenID) String() string { return fmt.Sprintf("%x", id[:]) }
+
+// cacheKey is the in-process cache key that hashes (keyHash) exactly as the
+// token with this ID does, so an entry can be replaced knowing only the ID.
+// No token is 17 bytes starting with NUL (resolve refuses such a string).
+func (id TokenID) cacheKey() string { return "\x00" + string(id[:]) }
+
+// idKeyLen is the length of a cacheKey.
+const idKeyLen = 1 + len(TokenID{})
+
+// Domain separation of what is derived from a token for the shared cache.
+const (
+	sharedKeyLabel  = "phantom-authz shared token cache key v1\x00"
+	sharedSealLabel = "phantom-authz shared token cache seal v1"
+	sealVersion     = 1
+)
+
+// sharedKey is the shared cache's key of raw.
+func sharedKey(raw string) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(sharedKeyLabel))
+	h.Write([]byte(raw))
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// sealed is what the shared cache holds for a token, before sealing.
+type sealed struct {
+	// Inactive marks an inactive (or revoked) token; nothing else is set.
+	Inactive bool           `json:"inactive,omitempty"`
+	Kind     Kind           `json:"kind,omitempty"`
+	Claims   map[string]any `json:"claims,omitempty"`
+	JWT      string         `json:"jwt,omitempty"`
+	// JWTExpiry is the JWT's exp in Unix nanoseconds; 0 for none.
+	JWTExpiry int64 `json:"jwt_exp,omitempty"`
+}
+
+// aead returns the cipher of raw's shared-cache values.
+func aead(raw string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, []byte(raw), nil, sharedSealLabel, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// seal encodes tok (nil: inactive) for the shared cache, sealed with raw's
+// key and bound to key: version ‖ nonce ‖ ciphertext.
+func seal(raw string, key [32]byte, tok *Token) ([]byte, error) {
+	v := sealed{Inactive: tok == nil}
+	if tok != nil {
+		v.Kind, v.Claims, v.JWT = tok.Kind, exactNumbers(tok.Claims).(map[string]any), tok.JWT
+		if !tok.JWTExpiry.IsZero() {
+			v.JWTExpiry = tok.JWTExpiry.UnixNano()
+		}
+	}
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	c, err := aead(raw)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 1+c.NonceSize(), 1+c.NonceSize()+len(plain)+c.Overhead())
+	out[0] = sealVersion
+	if _, err := rand.Read(out[1:]); err != nil {
+		return nil, err
+	}
+	return c.Seal(out, out[1:], plain, key[:]), nil
+}
+
+// open reverses seal: the Token (nil for an inactive one) as the resolver
+// decodes claims, or an error for a value that is not one of ours.
+func (r *Resolver) open(raw string, key [32]byte, value []byte) (*Token, error) {
+	c, err := aead(raw)
+	if err != nil {
+		return nil, err
+	}
+	if len(value) < 1+c.NonceSize() || value[0] != sealVersion {
+		return nil, errors.New("unknown format")
+	}
+	plain, err := c.Open(nil, value[1:1+c.NonceSize()], value[1+c.NonceSize():], key[:])
+	if err != nil {
+		return nil, errors.New("does not open with this token's key")
+	}
+	var v sealed
+	if err := decodeObject(plain, &v); err != nil {
+		return nil, err
+	}
+	if v.Inactive {
+		return nil, nil
+	}
+	if v.Kind != KindOpaque && v.Kind != KindJWT {
+		return nil, fmt.Errorf("unknown token kind %q", v.Kind)
+	}
+	tok, err := r.shared.newToken(v.Kind, v.Claims)
+	if err != nil {
+		return nil, err
+	}
+	tok.JWT = v.JWT
+	if v.JWTExpiry != 0 {
+		tok.JWTExpiry = time.Unix(0, v.JWTExpiry)
+	}
+	return tok, nil
+}
+
+// exactNumbers returns a copy of v in which every float64 is a json.Number
+// that decodes (see normalize) to the same float64 again: integers of 2^53 and
+// more are written with an exponent, integral values get ".0", so none comes
+// back as a json.Number. json.Number values are kept as they are and come
+// back unchanged. v itself (a Token's claims) is not modified.
+func exactNumbers(v any) any {
+	switch x := v.(type) {
+	case float64:
+		s := strconv.FormatFloat(x, 'g', -1, 64)
+		if !strings.ContainsAny(s, ".eE") {
+			s += ".0"
+		}
+		return json.Number(s)
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = exactNumbers(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = exactNumbers(e)
+		}
+		return out
+	}
+	return v
+}
+
+// sharedFetch is fetch through the shared cache: its answer when it has
+// one; otherwise, for a token to introspect, the token's lock, so that one
+// replica introspects and the others wait for its answer; then the answer
+// is shared. JWTs by value are not shared (verifying one here costs less
+// than sharing would save): only a revocation of one is looked for.
+func (r *Resolver) sharedFetch(ctx context.Context, raw string) (*Token, error) {
+	ctx, span := startSpan(r.tracer, ctx, "token.shared")
+	key := sharedKey(raw)
+	tok, found, err := r.sharedGet(ctx, raw, key)
+	waited := false
+	defer func() {
+		if span.IsRecording() {
+			span.SetAttributes(attrSharedHit.Bool(found), attrSharedWait.Bool(waited))
+		}
+		span.End()
+	}()
+	if found {
+		return tok, err
+	}
+	if r.byValue(raw) {
+		return r.fetch(ctx, raw)
+	}
+	release, held, lerr := r.l2.Lock(ctx, key, r.lockTTL)
+	if lerr == nil && !held {
+		// Another replica is introspecting this token: wait for its answer,
+		// taking over when its lock goes (it failed) or the wait is too long.
+		waited = true
+		r.stats.lockWaits.Add(1)
+		deadline := time.Now().Add(r.lockTTL)
+		for pause := 5 * time.Millisecond; time.Now().Before(deadline); pause = min(2*pause, 50*time.Millisecond) {
+			time.Sleep(pause)
+			if tok, found, err = r.sharedGet(ctx, raw, key); found {
+				return tok, err
+			}
+			if release, held, lerr = r.l2.Lock(ctx, key, r.lockTTL); lerr != nil || held {
+				break
+			}
+		}
+	}
+	if held {
+		defer release()
+	}
+	tok, err = r.fetch(ctx, raw)
+	r.sharedAdd(ctx, raw, key, tok, err)
+	return tok, err
+}
+
+// byValue reports whether raw is a JWT of a configured issuer, verified here
+// rather than introspected.
+func (r *Resolver) byValue(raw string) bool {
+	if len(r.issuers) == 0 {
+		return false
+	}
+	iss, ok := peekIssuer(raw)
+	return ok && r.issuers[iss] != nil
+}
+
+// sharedGet looks raw up in the shared cache; found is false when it holds
+// nothing usable (or cannot be asked). A found inactive token is the error
+// ErrInactive.
+func (r *Resolver) sharedGet(ctx context.Context, raw string, key [32]byte) (tok *Token, found bool, err error) {
+	value, ok, gerr := r.l2.Get(ctx, key)
+	if gerr != nil {
+		return nil, false, nil
+	}
+	if !ok {
+		r.stats.l2Misses.Add(1)
+		return nil, false, nil
+	}
+	tok, oerr := r.open(raw, key, value)
+	if oerr != nil {
+		// Not something we wrote for this token: ignore it (it expires).
+		r.stats.l2Misses.Add(1)
+		r.log.WarnContext(ctx, "token: shared cache holds an unreadable value; ignored", "err", oerr)
+		return nil, false, nil
+	}
+	r.stats.l2Hits.Add(1)
+	if tok == nil {
+		return nil, true, ErrInactive
+	}
+	return tok, true, nil
+}
+
+// sharedAdd shares a fetched answer: an active token until the first of its
+// exp, its JWT's exp and MaxTTL; an inactive one for InactiveTTL; failures
+// never.
+func (r *Resolver) sharedAdd(ctx context.Context, raw string, key [32]byte, tok *Token, err error) {
+	var ttl time.Duration
+	switch {
+	case err == nil:
+		ttl = r.ttl(tok, r.now())
+	case errors.Is(err, ErrInactive):
+		tok, ttl = nil, r.inactiveTTL
+	}
+	if ttl <= 0 {
+		return
+	}
+	value, serr := seal(raw, key, tok)
+	if serr != nil {
+		return
+	}
+	_ = r.l2.Add(ctx, key, value, ttl)
+}
+
+// ErrNotShared wraps the failure to tell the other replicas of a revocation
+// (the shared store is unreachable); this replica applied it.
+var ErrNotShared = errors.New("token: revocation applied on this replica only")
+
+// Revoke makes the token raw inactive here at once, and everywhere when
+// replicas share a cache or a revocation channel: it replaces the cached
+// answer with an inactive marker for MaxTTL (in this replica's cache and the
+// shared one) and publishes the token's ID. It never contacts the OAuth
+// server, which stays the authority: revoke the token there too, or the
+// token comes back as active once the marker expires. An error wraps
+// ErrNotShared: this replica applied the revocation, the others may not
+// have.
+func (r *Resolver) Revoke(ctx context.Context, raw string) error {
+	id := IDOf(raw)
+	r.forget(id)
+	r.stats.revokedLocal.Add(1)
+	var errs []string
+	if r.l2 != nil {
+		key := sharedKey(raw)
+		value, err := seal(raw, key, nil)
+		if err == nil {
+			err = r.l2.Put(ctx, key, value, r.maxTTL)
+		}
+		if err != nil {
+			errs = append(errs, "shared cache: "+err.Error())
+		}
+	}
+	if r.publisher != nil {
+		if err := r.publisher.PublishRevocation(ctx, id); err != nil {
+			errs = append(errs, "revocation channel: "+err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w (%s)", ErrNotShared, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// ApplyRevocation makes the token with this ID inactive in this replica's
+// cache for MaxTTL: what another replica's Revoke published.
+func (r *Resolver) ApplyRevocation(id TokenID) {
+	r.forget(id)
+	r.stats.revokedRemote.Add(1)
+}
+
+// forget replaces the cached answer of the token with this ID by an
+// inactive marker, and remembers the revocation for the resolutions under
+// way (see revoked).
+func (r *Resolver) forget(id TokenID) {
+	now := r.now()
+	r.revocations.add(id, now.UnixNano(), now.Add(revokedRetention+2*r.lockTTL).UnixNano())
+	r.markInactive(id.cacheKey())
+}
+
+// markInactive stores the inactive marker for MaxTTL under key. Del first:
+// it orders after any store still in ristretto's buffer, so that store
+// cannot land after the marker.
+func (r *Resolver) markInactive(key string) {
+	r.cache.Del(key)
+	r.store(key, entry{until: r.now().Add(r.maxTTL).UnixNano()}, inactiveCost, r.maxTTL)
+}
+
+// revokedRetention is how long a revocation is remembered apart from the
+// marker: longer than any resolution lasts (its steps have timeouts), so one
+// under way when the revocation came does not cache the token as active.
+const revokedRetention = time.Minute
+
+// revocations are the token IDs revoked lately.
+type revocations struct {
+	n     atomic.Int64 // len(until), read without the lock
+	mu    sync.Mutex
+	until map[TokenID]int64 // Unix nanoseconds
+	swept int64
+}
+
+func (v *revocations) add(id TokenID, now, until int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.until == nil {
+		v.until = make(map[TokenID]int64)
+	}
+	v.until[id] = until
+	// Sweep now and then: the map holds the revocations of the last minute.
+	if now-v.swept > int64(10*time.Second) {
+		v.swept = now
+		for k, u := range v.until {
+			if u <= now {
+				delete(v.until, k)
+			}
+		}
+	}
+	v.n.Store(int64(len(v.until)))
+}
+
+// has reports whether the token with this ID was revoked and the
+// revocation is still remembered at now.
+func (v *revocations) has(id TokenID, now int64) bool {
+	if v.n.Load() == 0 {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	u, ok := v.until[id]
+	return ok && now < u
+}
+
+// Span attributes of the shared cache.
+const (
+	attrSharedHit  = attribute.Key("phantom_authz.cache.shared.hit")
+	attrSharedWait = attribute.Key("phantom_authz.cache.shared.waited")
+)
