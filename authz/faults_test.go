@@ -24,11 +24,9 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	jwxjws "github.com/lestrrat-go/jwx/v3/jws"
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/internal/metrictest"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
@@ -82,7 +80,7 @@ type faultStack struct {
 	policy    *policy.Engine
 	policyDir string
 	logs      *syncBuffer
-	reader    *sdkmetric.ManualReader
+	metrics   *metrictest.Reader
 }
 
 type faultOptions struct {
@@ -95,10 +93,8 @@ type faultOptions struct {
 
 func newFaultStack(t *testing.T, o faultOptions) *faultStack {
 	t.Helper()
-	s := &faultStack{policyDir: t.TempDir(), logs: &syncBuffer{}, reader: sdkmetric.NewManualReader()}
+	s := &faultStack{policyDir: t.TempDir(), logs: &syncBuffer{}, metrics: metrictest.New(t)}
 	writePolicy(t, s.policyDir, faultPolicy)
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(s.reader))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	log := slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
 	s.policy, err = policy.New(policy.Config{Dir: s.policyDir, Logger: log, PollInterval: 20 * time.Millisecond, EvalTimeout: o.evalTimeout})
@@ -114,14 +110,14 @@ func newFaultStack(t *testing.T, o faultOptions) *faultStack {
 		Issuers:       o.issuers,
 		Prepare:       s.policy.PrepareToken,
 		Logger:        log,
-		Meter:         mp.Meter("test"),
+		Meter:         s.metrics.Meter(),
 		Now:           o.now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.resolver.Close)
-	s.engine, err = authz.New(authz.Config{Resolver: s.resolver, Decider: s.policy, Logger: log, Meter: mp.Meter("test"),
+	s.engine, err = authz.New(authz.Config{Resolver: s.resolver, Decider: s.policy, Logger: log, Meter: s.metrics.Meter(),
 		MaxBodyBytes: o.maxBodyBytes})
 	if err != nil {
 		t.Fatal(err)
@@ -147,51 +143,10 @@ func (s *faultStack) check(path, tok string) authz.Decision {
 }
 
 // metric is the value of the named int64 counter or gauge, or the count of
-// the named histogram, summed over the data points whose attributes
-// include attrs (k, v pairs).
+// the named histogram, over the data points whose attributes include attrs.
 func (s *faultStack) metric(t *testing.T, name string, attrs ...string) int64 {
 	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := s.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	match := func(set attribute.Set) bool {
-		for i := 0; i+1 < len(attrs); i += 2 {
-			if v, ok := set.Value(attribute.Key(attrs[i])); !ok || v.Emit() != attrs[i+1] {
-				return false
-			}
-		}
-		return true
-	}
-	var n int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			switch d := m.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					if match(p.Attributes) {
-						n += p.Value
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					if match(p.Attributes) {
-						n += p.Value
-					}
-				}
-			case metricdata.Histogram[float64]:
-				for _, p := range d.DataPoints {
-					if match(p.Attributes) {
-						n += int64(p.Count)
-					}
-				}
-			}
-		}
-	}
-	return n
+	return s.metrics.Value(t, name, attrs...)
 }
 
 // logLine returns the first JSON log line whose msg contains msg and

@@ -3,9 +3,6 @@ package e2e
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -153,19 +150,9 @@ func TestPhantomTokenConcurrentChecksIntrospectOnce(t *testing.T) {
 	needTools(t)
 	h := startHydra(t)
 
-	// A counting reverse proxy in front of Hydra's admin port.
-	var introspections atomic.Int64
-	target, _ := url.Parse(h.adminURL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	counter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/admin/oauth2/introspect" {
-			introspections.Add(1)
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(counter.Close)
-
-	a := startAuthz(t, h, authzOptions{introspectionURL: counter.URL + "/admin/oauth2/introspect"})
+	// A counting proxy in front of Hydra's introspection endpoint.
+	intro := newIntrospectionCounter(t, h)
+	a := startAuthz(t, h, authzOptions{introspectionURL: intro.url})
 	client := dialAuthz(t, a.grpcAddr)
 	tok := h.token(t, "read")
 
@@ -207,11 +194,11 @@ func TestPhantomTokenConcurrentChecksIntrospectOnce(t *testing.T) {
 	}
 
 	burst()
-	if got := introspections.Load(); got != 1 {
+	if got := intro.total(); got != 1 {
 		t.Errorf("200 concurrent checks of one new token made %d introspection requests, want exactly 1", got)
 	}
 	burst() // cached now: none more
-	if got := introspections.Load(); got != 1 {
+	if got := intro.total(); got != 1 {
 		t.Errorf("after a second burst, %d introspection requests in all, want still 1", got)
 	}
 }

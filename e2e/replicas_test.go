@@ -358,6 +358,14 @@ func (rs *replicaSet) revokeEverywhere(t *testing.T, via int, tok string, within
 		}
 	}
 
+	remote := func() []float64 {
+		out := make([]float64, len(rs.replicas))
+		for i, a := range rs.replicas {
+			out[i] = scrape(t, a.httpURL)["phantom_authz_revocations_total{source=remote}"]
+		}
+		return out
+	}
+	remoteBefore := remote()
 	start := time.Now()
 	if st := revokeAt(t, rs.replicas[via], rs.adminToken, tok); st != http.StatusOK {
 		t.Fatalf("POST /admin/revoke to replica %d with the admin token: %d, want 200", via+1, st)
@@ -394,6 +402,13 @@ func (rs *replicaSet) revokeEverywhere(t *testing.T, via int, tok string, within
 			t.Errorf("replica %d refused the revoked token %s after the revocation through replica %d, want within %s", i+1, d, via+1, within)
 		}
 	}
+	// The others learnt it from the revocation channel.
+	remoteAfter := remote()
+	for i := range rs.replicas {
+		if got := remoteAfter[i] - remoteBefore[i]; i != via && got != 1 {
+			t.Errorf("replica %d: phantom_authz_revocations_total{source=remote} moved by %v, want 1", i+1, got)
+		}
+	}
 	// And through Envoy, whichever replica answers.
 	for i := 0; i < len(rs.replicas); i++ {
 		if p := rs.call(t, http.MethodGet, "/api/accounts/1", tok, nil).denial(t, http.StatusUnauthorized); p.Error != "invalid_token" {
@@ -409,6 +424,8 @@ func (rs *replicaSet) revokeEverywhere(t *testing.T, via int, tok string, within
 func TestReplicasShareOneRedis(t *testing.T) {
 	t.Parallel()
 	rs := newReplicaSet(t, 3)
+
+	rs.redisMetrics(t, "at start", true, false)
 
 	// One introspection per token across the three replicas.
 	tok := rs.hydra.token(t, "read")
@@ -480,7 +497,7 @@ func TestReplicasShareOneRedis(t *testing.T) {
 		rs.dpopCall(t, dpopTok, rs.dpopProof(t, key, dpopTok, nonce)).denial(t, http.StatusServiceUnavailable)
 	}
 	rs.logged(t, "WARN", "redis: unreachable")
-	rs.redisErrorsCounted(t)
+	rs.redisMetrics(t, "Redis down", false, true)
 	// A revocation cannot reach the others now: the replica that got it
 	// refuses the token and answers 503, for the caller to retry.
 	if st := revokeAt(t, rs.replicas[2], rs.adminToken, fresh); st != http.StatusServiceUnavailable {
@@ -528,11 +545,30 @@ func TestReplicasShareOneRedis(t *testing.T) {
 	took = rs.revokeEverywhere(t, 1, again, time.Second)
 	t.Logf("after Redis returned, a revocation through replica 2 honoured by all three within %s", took.Round(time.Millisecond))
 	rs.logged(t, "INFO", "redis: reachable again")
+	rs.redisMetrics(t, "Redis back", true, true)
 }
 
-// redisErrorsCounted checks every replica's /metrics counts Redis errors.
-func (rs *replicaSet) redisErrorsCounted(t *testing.T) {
+// redisMetrics checks what every replica's /metrics says of Redis: up
+// (phantom_authz_redis_up), and whether failed operations were counted
+// (phantom_authz_redis_errors_total, by operation).
+func (rs *replicaSet) redisMetrics(t *testing.T, what string, up, errors bool) {
 	t.Helper()
+	for i, a := range rs.replicas {
+		m := scrape(t, a.httpURL)
+		u, ok := m["phantom_authz_redis_up{}"]
+		if want := map[bool]float64{true: 1, false: 0}[up]; !ok || u != want {
+			t.Errorf("%s: replica %d: phantom_authz_redis_up %v (present %v), want %v", what, i+1, u, ok, want)
+		}
+		failed := 0.0
+		for name, v := range m {
+			if strings.HasPrefix(name, "phantom_authz_redis_errors_total{operation=") {
+				failed += v
+			}
+		}
+		if (failed > 0) != errors {
+			t.Errorf("%s: replica %d: phantom_authz_redis_errors_total adds up to %v", what, i+1, failed)
+		}
+	}
 }
 
 // dpopRounds sends one fresh DPoP proof per replica through Envoy (round

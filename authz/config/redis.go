@@ -55,7 +55,7 @@ const minAdminToken = 16
 func defaultRedis() Redis {
 	return Redis{
 		KeyPrefix:         "phantom-authz:",
-		Timeout:           Duration(250 * time.Millisecond),
+		Timeout:           Duration(100 * time.Millisecond),
 		TokenCache:        true,
 		ReplayStore:       true,
 		RevocationChannel: "phantom-authz:revocations",

@@ -26,7 +26,7 @@ func TestRedisDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := cfg.Redis
-	if r.URL != "" || r.KeyPrefix != "phantom-authz:" || r.Timeout.D() != 250*time.Millisecond ||
+	if r.URL != "" || r.KeyPrefix != "phantom-authz:" || r.Timeout.D() != 100*time.Millisecond ||
 		!r.TokenCache || !r.ReplayStore || r.ReplayFailOpen || r.RevocationChannel != "phantom-authz:revocations" {
 		t.Errorf("redis defaults = %+v", r)
 	}
@@ -43,7 +43,7 @@ redis:
   url: "redis://user:fromurl@127.0.0.1:6380/2"
   password_file: "` + pw + `"
   key_prefix: "p:"
-  timeout: 100ms
+  timeout: 150ms
   token_cache: false
   replay_fail_open: true
   revocation_channel: "ch"
@@ -54,7 +54,7 @@ admin:
 		t.Fatal(err)
 	}
 	r := cfg.Redis
-	if r.Password != "s3cret" || r.KeyPrefix != "p:" || r.Timeout.D() != 100*time.Millisecond || r.TokenCache ||
+	if r.Password != "s3cret" || r.KeyPrefix != "p:" || r.Timeout.D() != 150*time.Millisecond || r.TokenCache ||
 		!r.ReplayStore || !r.ReplayFailOpen || r.RevocationChannel != "ch" {
 		t.Errorf("redis = %+v", r)
 	}

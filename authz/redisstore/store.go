@@ -42,7 +42,7 @@ type Config struct {
 	// KeyPrefix starts every key (default "phantom-authz:"), so several
 	// deployments can share one Redis.
 	KeyPrefix string
-	// Timeout bounds each operation: dial, read, write (default 250ms).
+	// Timeout bounds each operation: dial, read, write (default 100ms).
 	Timeout time.Duration
 	// Channel is the revocation channel (default "phantom-authz:revocations").
 	Channel string
@@ -55,7 +55,7 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultKeyPrefix = "phantom-authz:"
-	DefaultTimeout   = 250 * time.Millisecond
+	DefaultTimeout   = 100 * time.Millisecond
 	DefaultChannel   = "phantom-authz:revocations"
 	DefaultPause     = time.Second
 )

@@ -12,65 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"github.com/phantom-authz/phantom-authz/authz/internal/metrictest"
 )
-
-// meterReader is a meter whose metrics a test reads back.
-type meterReader struct {
-	reader *sdkmetric.ManualReader
-	mp     *sdkmetric.MeterProvider
-}
-
-func newMeterReader(t *testing.T) *meterReader {
-	t.Helper()
-	r := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(r))
-	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
-	return &meterReader{reader: r, mp: mp}
-}
-
-// value is the int64 sum or gauge of the named metric for the data point
-// whose attributes include attrs (k=v pairs); 0 when absent.
-func (m *meterReader) value(t *testing.T, name string, attrs ...string) int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := m.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	match := func(set attribute.Set) bool {
-		for i := 0; i+1 < len(attrs); i += 2 {
-			if v, ok := set.Value(attribute.Key(attrs[i])); !ok || v.Emit() != attrs[i+1] {
-				return false
-			}
-		}
-		return true
-	}
-	var total int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, mt := range sm.Metrics {
-			if mt.Name != name {
-				continue
-			}
-			switch d := mt.Data.(type) {
-			case metricdata.Sum[int64]:
-				for _, p := range d.DataPoints {
-					if match(p.Attributes) {
-						total += p.Value
-					}
-				}
-			case metricdata.Gauge[int64]:
-				for _, p := range d.DataPoints {
-					if match(p.Attributes) {
-						total += p.Value
-					}
-				}
-			}
-		}
-	}
-	return total
-}
 
 // faultyOAuth is an introspection endpoint that fails (500) until healed;
 // every token it knows is active.
@@ -98,10 +41,10 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	srv := newFaultyOAuth(t)
 	srv.failing.Store(true)
 	var logs lockedBuffer
-	m := newMeterReader(t)
+	m := metrictest.New(t)
 	in := introspectionConfig(srv.oauthServer)
 	in.Breaker = BreakerConfig{Failures: 3, Cooldown: 200 * time.Millisecond}
-	r := mustNew(t, Config{Introspection: in, Logger: newTestLogger(&logs), Meter: m.mp.Meter("test")})
+	r := mustNew(t, Config{Introspection: in, Logger: newTestLogger(&logs), Meter: m.Meter()})
 	ctx := context.Background()
 
 	for i := range 3 {
@@ -123,10 +66,10 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 	if got := srv.count.Load(); got != 3 {
 		t.Errorf("%d calls reached the server while the breaker was open, want still 3", got)
 	}
-	if got := m.value(t, "phantom_authz.introspection.rejected", "reason", "circuit_open"); got != 5 {
+	if got := m.Value(t, "phantom_authz.introspection.rejected", "reason", "circuit_open"); got != 5 {
 		t.Errorf("rejected{reason=circuit_open} = %d, want 5", got)
 	}
-	if got := m.value(t, "phantom_authz.introspection.breaker.state"); got != 2 {
+	if got := m.Value(t, "phantom_authz.introspection.breaker.state"); got != 2 {
 		t.Errorf("breaker.state = %d, want 2 (open)", got)
 	}
 	if got := strings.Count(logs.String(), "circuit breaker open"); got != 1 {
@@ -149,10 +92,10 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got := m.value(t, "phantom_authz.introspection.breaker.transitions", "from", "half-open", "to", "closed"); got != 1 {
+	if got := m.Value(t, "phantom_authz.introspection.breaker.transitions", "from", "half-open", "to", "closed"); got != 1 {
 		t.Errorf("transitions half-open→closed = %d, want 1", got)
 	}
-	if got := m.value(t, "phantom_authz.introspection.breaker.state"); got != 0 {
+	if got := m.Value(t, "phantom_authz.introspection.breaker.state"); got != 0 {
 		t.Errorf("breaker.state = %d after recovery, want 0 (closed)", got)
 	}
 	for _, line := range []string{"circuit breaker half-open", "circuit breaker closed"} {
@@ -167,10 +110,10 @@ func TestBreakerOpensAndRecovers(t *testing.T) {
 func TestBreakerProbeFails(t *testing.T) {
 	srv := newFaultyOAuth(t)
 	srv.failing.Store(true)
-	m := newMeterReader(t)
+	m := metrictest.New(t)
 	in := introspectionConfig(srv.oauthServer)
 	in.Breaker = BreakerConfig{Failures: 1, Cooldown: 150 * time.Millisecond}
-	r := mustNew(t, Config{Introspection: in, Meter: m.mp.Meter("test")})
+	r := mustNew(t, Config{Introspection: in, Meter: m.Meter()})
 	ctx := context.Background()
 	if _, err := r.Resolve(ctx, bearer("first")); !errors.Is(err, ErrUnavailable) {
 		t.Fatal(err)
@@ -185,7 +128,7 @@ func TestBreakerProbeFails(t *testing.T) {
 	if _, err := r.Resolve(ctx, bearer("after-probe")); err == nil || !strings.Contains(err.Error(), "circuit breaker open") {
 		t.Fatalf("after a failed probe: %v, want the breaker open again", err)
 	}
-	if got := m.value(t, "phantom_authz.introspection.breaker.transitions", "from", "half-open", "to", "open"); got != 1 {
+	if got := m.Value(t, "phantom_authz.introspection.breaker.transitions", "from", "half-open", "to", "open"); got != 1 {
 		t.Errorf("transitions half-open→open = %d, want 1", got)
 	}
 }
@@ -231,11 +174,11 @@ func TestConcurrencyBound(t *testing.T) {
 		}
 		writeJSON(w, map[string]any{"active": true, "sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
 	})
-	m := newMeterReader(t)
+	m := metrictest.New(t)
 	in := introspectionConfig(srv)
 	in.MaxConcurrent = 2
 	in.Timeout = 5 * time.Second
-	r := mustNew(t, Config{Introspection: in, Meter: m.mp.Meter("test")})
+	r := mustNew(t, Config{Introspection: in, Meter: m.Meter()})
 	// Waiting for a place is bounded by the timeout; shorter here so the
 	// waiters give up while the two calls still hold their places.
 	r.intro.guard.wait = 200 * time.Millisecond
@@ -254,13 +197,13 @@ func TestConcurrencyBound(t *testing.T) {
 	}
 	// 18 give up after 200ms; then the two in flight are answered.
 	deadline := time.Now().Add(5 * time.Second)
-	for m.value(t, "phantom_authz.introspection.rejected", "reason", "saturated") < callers-2 {
+	for m.Value(t, "phantom_authz.introspection.rejected", "reason", "saturated") < callers-2 {
 		if time.Now().After(deadline) {
-			t.Fatalf("rejected{saturated} = %d after 5s, want %d", m.value(t, "phantom_authz.introspection.rejected", "reason", "saturated"), callers-2)
+			t.Fatalf("rejected{saturated} = %d after 5s, want %d", m.Value(t, "phantom_authz.introspection.rejected", "reason", "saturated"), callers-2)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := m.value(t, "phantom_authz.introspection.in_flight"); got != 2 {
+	if got := m.Value(t, "phantom_authz.introspection.in_flight"); got != 2 {
 		t.Errorf("in_flight = %d while two calls hang, want 2", got)
 	}
 	close(release)
@@ -283,11 +226,11 @@ func TestConcurrencyBound(t *testing.T) {
 	if p := peak.Load(); p != 2 {
 		t.Errorf("peak concurrent calls at the server = %d, want 2", p)
 	}
-	if got := m.value(t, "phantom_authz.introspection.in_flight"); got != 0 {
+	if got := m.Value(t, "phantom_authz.introspection.in_flight"); got != 0 {
 		t.Errorf("in_flight = %d after all answered, want 0", got)
 	}
 	// Saturation is not the server failing: the breaker stayed closed.
-	if got := m.value(t, "phantom_authz.introspection.breaker.state"); got != 0 {
+	if got := m.Value(t, "phantom_authz.introspection.breaker.state"); got != 0 {
 		t.Errorf("breaker.state = %d, want 0 (closed)", got)
 	}
 	// Only the two kept-alive connections remain; closed, nothing is left.
