@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"mime"
@@ -93,14 +94,7 @@ func revokeHandler(cfg AdminConfig) http.Handler {
 
 // hexID is the ID a revocation is logged by: the first 128 bits of the
 // token's SHA-256 (token.TokenID), never the token.
-func hexID(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 2*len(b))
-	for i, c := range b {
-		out[2*i], out[2*i+1] = digits[c>>4], digits[c&15]
-	}
-	return string(out)
-}
+func hexID(b []byte) string { return hex.EncodeToString(b) }
 
 // adminProblem writes an RFC 9457 problem with the OAuth error code.
 func adminProblem(w http.ResponseWriter, status int, code, detail string) {
