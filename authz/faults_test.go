@@ -26,6 +26,7 @@ import (
 	jwxjws "github.com/lestrrat-go/jwx/v3/jws"
 
 	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 	"github.com/phantom-authz/phantom-authz/authz/internal/metrictest"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
 	"github.com/phantom-authz/phantom-authz/authz/token"
@@ -54,24 +55,6 @@ allow if {
 }
 `
 
-// syncBuffer collects log output from any goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // faultStack is the engine with the real resolver and policy engine, one
 // logger and one meter for all of them.
 type faultStack struct {
@@ -79,7 +62,7 @@ type faultStack struct {
 	resolver  *token.Resolver
 	policy    *policy.Engine
 	policyDir string
-	logs      *syncBuffer
+	logs      *logtest.Buffer
 	metrics   *metrictest.Reader
 }
 
@@ -93,7 +76,7 @@ type faultOptions struct {
 
 func newFaultStack(t *testing.T, o faultOptions) *faultStack {
 	t.Helper()
-	s := &faultStack{policyDir: t.TempDir(), logs: &syncBuffer{}, metrics: metrictest.New(t)}
+	s := &faultStack{policyDir: t.TempDir(), logs: &logtest.Buffer{}, metrics: metrictest.New(t)}
 	writePolicy(t, s.policyDir, faultPolicy)
 	log := slog.New(slog.NewJSONHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error

@@ -24,6 +24,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/bundle"
 
+	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
 )
 
@@ -198,11 +199,11 @@ func (s *bundleServer) serve(w http.ResponseWriter, r *http.Request) {
 
 // bundleEngine starts an engine polling cfg.URL every second and returns
 // it with its log.
-func bundleEngine(t *testing.T, cfg policy.BundleConfig) (*policy.Engine, *syncBuffer) {
+func bundleEngine(t *testing.T, cfg policy.BundleConfig) (*policy.Engine, *logtest.Buffer) {
 	t.Helper()
 	cfg.PollMin, cfg.PollMax = time.Second, time.Second
 	cfg.AllowInsecureHTTP = true
-	var logs syncBuffer
+	var logs logtest.Buffer
 	e, err := policy.New(policy.Config{Bundle: &cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +250,7 @@ func TestBundleFirstLoadAndSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cfg := policy.BundleConfig{URL: srv.url(), PollMin: time.Second, PollMax: time.Second, AllowInsecureHTTP: true, TokenFile: tokenFile}
 	e, err := policy.New(policy.Config{Bundle: &cfg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -531,7 +532,7 @@ func TestBundleTLSAndURLSecrets(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	e, err := policy.New(policy.Config{Bundle: &policy.BundleConfig{URL: url, CAFile: ca}, Logger: log})
 	if err != nil {

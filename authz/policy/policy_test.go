@@ -1,7 +1,6 @@
 package policy_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
@@ -561,24 +561,6 @@ func TestNewErrors(t *testing.T) {
 	})
 }
 
-// syncBuffer is a log destination safe for the watcher goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Changes to the policy directory take effect within 2 s without a failed
 // request; a broken change is refused and the last good set keeps serving.
 func TestHotReload(t *testing.T) {
@@ -587,7 +569,7 @@ func TestHotReload(t *testing.T) {
 		"envoy/authz.rego": "package envoy.authz\n\nallow := {\"allowed\": false, \"reason\": data.msg}\n",
 		"data.json":        `{"msg": "v1"}`,
 	})
-	var logs syncBuffer
+	var logs logtest.Buffer
 	e, err := policy.New(policy.Config{
 		Dir:    dir,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,30 +17,10 @@ import (
 
 	"github.com/phantom-authz/phantom-authz/authz/binding"
 	"github.com/phantom-authz/phantom-authz/authz/credential"
+	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 	"github.com/phantom-authz/phantom-authz/authz/redisstore"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
-
-// logBuffer collects log lines from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// count is how many lines of the log contain s.
-func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
 
 const password = "redis-pa55word-for-tests"
 
@@ -58,7 +37,7 @@ func newRedis(t *testing.T) *miniredis.Miniredis {
 }
 
 // newStore is a Store on mr, logging to logs (when not nil).
-func newStore(t *testing.T, mr *miniredis.Miniredis, logs *logBuffer) *redisstore.Store {
+func newStore(t *testing.T, mr *miniredis.Miniredis, logs *logtest.Buffer) *redisstore.Store {
 	t.Helper()
 	cfg := redisstore.Config{
 		URL:       "redis://" + mr.Addr() + "/0",
@@ -169,7 +148,7 @@ func TestReplayExpiry(t *testing.T) {
 // into 503), once logged; the pause spares Redis the next attempts.
 func TestReplayFailsClosed(t *testing.T) {
 	mr := newRedis(t)
-	var logs logBuffer
+	var logs logtest.Buffer
 	s := newStore(t, mr, &logs)
 	r := s.ReplayStore(nil)
 	mr.Close()
@@ -184,7 +163,7 @@ func TestReplayFailsClosed(t *testing.T) {
 	if st.Errors[redisstore.OpReplay] != 1 || st.Up {
 		t.Errorf("stats = %+v, want one replay error (the others paused) and down", st)
 	}
-	if n := logs.count("redis: unreachable"); n != 1 || !strings.Contains(logs.String(), "refused (503)") {
+	if n := logs.Count("redis: unreachable"); n != 1 || !strings.Contains(logs.String(), "refused (503)") {
 		t.Errorf("%d down lines, want 1: %s", n, logs.String())
 	}
 }
@@ -192,7 +171,7 @@ func TestReplayFailsClosed(t *testing.T) {
 // replay_fail_open: the in-memory store answers while Redis is down.
 func TestReplayFailOpen(t *testing.T) {
 	mr := newRedis(t)
-	var logs logBuffer
+	var logs logtest.Buffer
 	s := newStore(t, mr, &logs)
 	r := s.ReplayStore(binding.NewMemoryReplay(0))
 	ctx := context.Background()
@@ -209,7 +188,7 @@ func TestReplayFailOpen(t *testing.T) {
 	if st := s.Stats(); st.ReplayFallbacks != 2 {
 		t.Errorf("fallbacks = %d, want 2", st.ReplayFallbacks)
 	}
-	if logs.count("redis: unreachable") != 1 || !strings.Contains(logs.String(), "replay_fail_open") {
+	if logs.Count("redis: unreachable") != 1 || !strings.Contains(logs.String(), "replay_fail_open") {
 		t.Errorf("logs: %s", logs.String())
 	}
 }
@@ -377,7 +356,7 @@ func TestRevocationReachesOtherResolver(t *testing.T) {
 func TestRedisStoppedMidRun(t *testing.T) {
 	mr := newRedis(t)
 	o := newOAuth(t, false)
-	var logs logBuffer
+	var logs logtest.Buffer
 	s := newStore(t, mr, &logs)
 	r := newResolver(t, o, s)
 	other := newStore(t, mr, nil)
@@ -402,7 +381,7 @@ func TestRedisStoppedMidRun(t *testing.T) {
 	if st.Up || st.Errors[redisstore.OpGet] == 0 || st.Errors[redisstore.OpGet] > 3 {
 		t.Errorf("stats with Redis down = %+v, want down, a few get errors", st)
 	}
-	if n := logs.count("redis: unreachable"); n != 1 {
+	if n := logs.Count("redis: unreachable"); n != 1 {
 		t.Errorf("%d down lines, want 1: %s", n, logs.String())
 	}
 	if strings.Contains(logs.String(), password) {
@@ -416,7 +395,7 @@ func TestRedisStoppedMidRun(t *testing.T) {
 		_, _ = r.Resolve(ctx, bearer("after-"+time.Now().String()))
 		return s.Stats().Up
 	})
-	if n := logs.count("redis: reachable again"); n != 1 {
+	if n := logs.Count("redis: reachable again"); n != 1 {
 		t.Errorf("%d back lines, want 1: %s", n, logs.String())
 	}
 	// The subscription is back too: another replica's revocation arrives.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 	"github.com/phantom-authz/phantom-authz/authz/internal/metrictest"
 )
 
@@ -40,7 +41,7 @@ func newFaultyOAuth(t *testing.T) *faultyOAuth {
 func TestBreakerOpensAndRecovers(t *testing.T) {
 	srv := newFaultyOAuth(t)
 	srv.failing.Store(true)
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	m := metrictest.New(t)
 	in := introspectionConfig(srv.oauthServer)
 	in.Breaker = BreakerConfig{Failures: 3, Cooldown: 200 * time.Millisecond}

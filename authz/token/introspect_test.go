@@ -19,6 +19,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/lestrrat-go/jwx/v3/jws"
+	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 )
 
 func TestIntrospectionModes(t *testing.T) {
@@ -348,7 +349,7 @@ func TestIntrospectionFailures(t *testing.T) {
 			srv := newOAuthServer(t, tt.handle)
 			cfg := introspectionConfig(srv)
 			cfg.Timeout = tt.timeout
-			var logs lockedBuffer
+			var logs logtest.Buffer
 			r := mustNew(t, Config{Introspection: cfg, Logger: newTestLogger(&logs)})
 			_, err := r.Resolve(context.Background(), bearer(token))
 			if !errors.Is(err, ErrUnavailable) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 	"math"
 	"net/http"
 	"reflect"
@@ -224,7 +225,7 @@ func TestSharedForeignValueIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	shared.values[key] = forged
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, Logger: newTestLogger(&logs)})
 	if _, err := r.Resolve(context.Background(), bearer("victim")); err != nil {
 		t.Fatalf("err = %v, want the introspected (active) token", err)
