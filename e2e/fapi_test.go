@@ -105,11 +105,14 @@ func startEnvoyMTLS(t *testing.T, authzPort, demoPort int, c *fapiCerts) *envoyP
 }
 
 // expectedPairwise is the documented derivation, computed apart from
-// phantom-authz.
-func expectedPairwise(secret, sector, sub string) string {
+// phantom-authz: the token's iss (as the OAuth server's answer names it)
+// qualifies its sub.
+func expectedPairwise(secret, sector, iss, sub string) string {
 	mac := hmac.New(sha256.New, []byte(secret))
 	_ = binary.Write(mac, binary.BigEndian, uint64(len(sector)))
-	mac.Write([]byte(sector + sub))
+	mac.Write([]byte(sector))
+	_ = binary.Write(mac, binary.BigEndian, uint64(len(iss)))
+	mac.Write([]byte(iss + sub))
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
@@ -136,9 +139,11 @@ func TestEnvoyFAPI(t *testing.T) {
 	}})
 	s.envoy = startEnvoyMTLS(t, s.authz.grpcPort, startDemo(t), certs)
 	tok := s.hydra.token(t, "read")
-	sub, _ := s.hydra.introspect(t, tok)["sub"].(string)
-	if sub == "" {
-		t.Fatal("Hydra's token has no sub")
+	said := s.hydra.introspect(t, tok)
+	sub, _ := said["sub"].(string)
+	iss, _ := said["iss"].(string)
+	if sub == "" || iss == "" {
+		t.Fatalf("Hydra's answer has no sub or iss: %v", said)
 	}
 
 	t.Run("step-up", func(t *testing.T) {
@@ -170,7 +175,7 @@ func TestEnvoyFAPI(t *testing.T) {
 		if claims["sub"] == sub {
 			t.Fatalf("the upstream sees the real subject %q", sub)
 		}
-		if want := expectedPairwise(pairwiseSecret, accountsSector, sub); claims["sub"] != want {
+		if want := expectedPairwise(pairwiseSecret, accountsSector, iss, sub); claims["sub"] != want {
 			t.Errorf("sub %v, want the pairwise subject %s", claims["sub"], want)
 		}
 		if claims["pairwise_kid"] != pairwiseKeyID {

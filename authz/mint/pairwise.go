@@ -34,14 +34,17 @@ const (
 )
 
 // pairwise derives pairwise pseudonymous identifiers: for a sector (one
-// upstream API, or a group of them) and a subject,
+// upstream API, or a group of them), the token's issuer and a subject,
 //
-//	base64url(HMAC-SHA256(secret, uint64be(len(sector)) ‖ sector ‖ subject))
+//	base64url(HMAC-SHA256(secret, uint64be(len(sector)) ‖ sector ‖ uint64be(len(iss)) ‖ iss ‖ subject))
 //
-// without padding. The length prefix keeps ("ab", "c") and ("a", "bc")
-// apart. The same user gets the same value from one sector every time, and
-// values that cannot be linked across sectors nor turned back into the
-// subject without the secret.
+// without padding. A sub is unique only within its issuer (OIDC Core §2):
+// without the issuer, alice at one authorization server and alice at
+// another would be one user to the upstream. The length prefixes keep
+// ("ab", "c") and ("a", "bc") apart, between sector and issuer as between
+// issuer and subject. The same user gets the same value from one sector
+// every time, and values that cannot be linked across sectors nor turned
+// back into the subject without the secret.
 type pairwise struct {
 	keys []PairwiseKey
 }
@@ -65,13 +68,15 @@ func newPairwise(keys []PairwiseKey) (*pairwise, error) {
 	return p, nil
 }
 
-// derive is the pairwise subject of subject in sector under key.
-func derive(key PairwiseKey, sector, subject string) string {
+// derive is the pairwise subject of (issuer, subject) in sector under key.
+func derive(key PairwiseKey, sector, issuer, subject string) string {
 	mac := hmac.New(sha256.New, key.Secret)
 	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(sector)))
-	mac.Write(n[:])
-	mac.Write([]byte(sector))
+	for _, s := range [...]string{sector, issuer} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		mac.Write(n[:])
+		mac.Write([]byte(s))
+	}
 	mac.Write([]byte(subject))
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
@@ -79,7 +84,9 @@ func derive(key PairwiseKey, sector, subject string) string {
 // MintForSector signs the upstream JWT of tok for an upstream in the
 // pairwise sector: the claims Mint would put in it, with sub replaced by
 // the pairwise subject, pairwise_kid naming the key, and pairwise_previous
-// the subjects the other configured keys derive. A token whose upstream JWT
+// the subjects the other configured keys derive. The subject is the token's
+// sub (its client_id when it has none) qualified by its iss ("" when the
+// answer names none). A token whose upstream JWT
 // came from elsewhere (the OAuth server's, a client's JWT by value) is
 // re-minted here, since its sub must change.
 func (m *Minter) MintForSector(tok *token.Token, sector string) (string, time.Time, error) {
@@ -89,16 +96,17 @@ func (m *Minter) MintForSector(tok *token.Token, sector string) (string, time.Ti
 	if m.pairwise == nil {
 		return "", time.Time{}, errors.New("mint: pairwise: no keys configured")
 	}
+	iss, _ := tok.Claims["iss"].(string)
 	return m.sign(tok, func(sub string, claims map[string]any) string {
 		keys := m.pairwise.keys
 		if len(keys) > 1 {
 			prev := make(map[string]string, len(keys)-1)
 			for _, k := range keys[1:] {
-				prev[k.ID] = derive(k, sector, sub)
+				prev[k.ID] = derive(k, sector, iss, sub)
 			}
 			claims[ClaimPairwisePrevious] = prev
 		}
 		claims[ClaimPairwiseKID] = keys[0].ID
-		return derive(keys[0], sector, sub)
+		return derive(keys[0], sector, iss, sub)
 	})
 }

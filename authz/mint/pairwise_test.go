@@ -20,11 +20,18 @@ var (
 )
 
 // expectedPairwise is the documented derivation, computed apart from the
-// minter: base64url(HMAC-SHA256(secret, uint64be(len(sector)) ‖ sector ‖ sub)).
+// minter: base64url(HMAC-SHA256(secret, uint64be(len(sector)) ‖ sector ‖
+// uint64be(len(iss)) ‖ iss ‖ sub)). The tokens of activeToken carry no iss.
 func expectedPairwise(secret []byte, sector, sub string) string {
+	return expectedPairwiseIss(secret, sector, "", sub)
+}
+
+func expectedPairwiseIss(secret []byte, sector, iss, sub string) string {
 	mac := hmac.New(sha256.New, secret)
 	_ = binary.Write(mac, binary.BigEndian, uint64(len(sector)))
-	mac.Write([]byte(sector + sub))
+	mac.Write([]byte(sector))
+	_ = binary.Write(mac, binary.BigEndian, uint64(len(iss)))
+	mac.Write([]byte(iss + sub))
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
@@ -111,6 +118,50 @@ func TestPairwiseSubject(t *testing.T) {
 	}
 	if _, claims := verified(t, m, tok); claims["sub"] != "user-1" || claims["pairwise_kid"] != nil {
 		t.Errorf("Mint: sub %v pairwise_kid %v", claims["sub"], claims["pairwise_kid"])
+	}
+}
+
+// Item 4 of issue 13: a sub is unique only within its issuer, so the same
+// sub at two authorization servers is two users and must get two
+// pseudonyms; and the issuer is length-prefixed, so moving bytes between
+// issuer and sub cannot make two users one.
+func TestPairwiseSubjectIncludesIssuer(t *testing.T) {
+	const sector = "https://accounts.bank.example"
+	m := pairwiseMinter(t, mint.PairwiseKey{ID: "k", Secret: secretA})
+	at := func(iss, sub string) string {
+		tok := activeToken()
+		tok.Subject = sub
+		tok.Claims = map[string]any{"iss": iss, "sub": sub}
+		got, _ := sectorClaims(t, m, tok, sector)["sub"].(string)
+		return got
+	}
+
+	aliceA, aliceB := at("https://as-a.example", "alice"), at("https://as-b.example", "alice")
+	if aliceA == "" || aliceA == aliceB {
+		t.Errorf("alice at issuer A and alice at issuer B both got pseudonym %q", aliceA)
+	}
+	if want := expectedPairwiseIss(secretA, sector, "https://as-a.example", "alice"); aliceA != want {
+		t.Errorf("alice at A = %q, want the documented derivation %q", aliceA, want)
+	}
+	if again := at("https://as-a.example", "alice"); again != aliceA {
+		t.Errorf("same issuer, same sub: %q then %q", aliceA, again)
+	}
+	// Boundary shifting: issuer "ab" with sub "c" against issuer "a" with
+	// sub "bc" (the same bytes after the sector) must differ.
+	if x, y := at("ab", "c"), at("a", "bc"); x == y {
+		t.Errorf("(iss ab, sub c) and (iss a, sub bc) derive the same pseudonym %q", x)
+	}
+	// And between sector and issuer.
+	tok := activeToken()
+	tok.Claims = map[string]any{"iss": "bc"}
+	tok2 := activeToken()
+	tok2.Claims = map[string]any{"iss": "c"}
+	if sectorClaims(t, m, tok, "a")["sub"] == sectorClaims(t, m, tok2, "ab")["sub"] {
+		t.Error("(sector a, iss bc) and (sector ab, iss c) derive the same pseudonym")
+	}
+	// A token whose answer names no issuer differs from any named one.
+	if at("", "alice") == aliceA {
+		t.Error("a token without iss got the pseudonym of issuer A's alice")
 	}
 }
 
