@@ -101,11 +101,14 @@ func (b *boundTokens) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // ---------------------------------------------------------------- Envoy over TLS
 
 // startEnvoyTLS runs envoy/envoy.yaml, its ports swapped as startEnvoy does,
-// with TLS on the listener requiring a client certificate from the test CA.
-// It returns the listener's https:// URL.
-func startEnvoyTLS(t *testing.T, authzPort, demoPort int, p *pki) string {
+// with TLS on the listener requiring a client certificate from the test CA,
+// and then the extra edits. It returns the listener's https:// URL.
+func startEnvoyTLS(t *testing.T, authzPort, demoPort int, p *pki, extra ...func(cfg map[string]any)) string {
 	t.Helper()
 	_, lis := startEnvoyEdited(t, authzPort, demoPort, "envoy-tls.yaml", func(cfg map[string]any) {
+		for _, edit := range extra {
+			defer edit(cfg)
+		}
 		chain := at(cfg, "static_resources", "listeners", 0, "filter_chains", 0).(map[string]any)
 		// The two settings sender-constrained tokens need from the shipped
 		// ext_authz filter: the client certificate, and every header occurrence.

@@ -177,6 +177,20 @@ func TestEnvoyConfigShipsTheIntendedSettings(t *testing.T) {
 		t.Errorf("cluster %s port %v, want 9191 (phantom-authz grpc.addr)", p.authzName, got)
 	}
 
+	// Virtual hosts name their domains: a catch-all "*" would route any
+	// Host a client chooses to the API (issue 13 item 5).
+	for _, vh := range list(at(p.hcm, "route_config", "virtual_hosts")) {
+		domains := list(at(vh, "domains"))
+		if len(domains) == 0 {
+			t.Errorf("virtual host %v has no domains", at(vh, "name"))
+		}
+		for _, d := range domains {
+			if strings.Contains(str(d), "*") {
+				t.Errorf("virtual host %v routes domain %q: name the API's hosts instead", at(vh, "name"), d)
+			}
+		}
+	}
+
 	// Routes: the health path skips ext_authz; every API route names its API,
 	// and the default policy has that API.
 	var data struct {

@@ -186,6 +186,12 @@ func writeAuthzConfig(t *testing.T, grpcPort, httpPort int, introspectionURL str
 		"log.format":             "json",
 		"introspection.endpoint": introspectionURL,
 	}
+	// The shipped origins name port 10000; the tests' Envoy listens
+	// elsewhere, so htu is checked against the request unless a test sets
+	// its own origins.
+	if _, ok := opts.set["dpop"]; !ok {
+		set["dpop.origins"] = []any{}
+	}
 	for k, v := range opts.set {
 		set[k] = v
 	}

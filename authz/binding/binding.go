@@ -143,6 +143,10 @@ type Config struct {
 	// RequireSenderConstrained demands a bound token on every route (FAPI
 	// 2.0), whatever the route says.
 	RequireSenderConstrained bool
+	// Origins are the API's external origins (https://api.example.com):
+	// when set, a DPoP proof's htu must name one of them rather than the
+	// :scheme and :authority the client sent (see htuMatches).
+	Origins []string
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -161,6 +165,7 @@ type Binder struct {
 	window   time.Duration
 	replay   ReplayStore
 	nonces   *nonces
+	origins  []origin
 	headers  *headerCache
 	require  Requirement
 	now      func() time.Time
@@ -208,6 +213,10 @@ func New(cfg Config) (*Binder, error) {
 	}
 	if cfg.RequireSenderConstrained {
 		b.require = RequireAny
+	}
+	var err error
+	if b.origins, err = parseOrigins(cfg.Origins); err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -177,7 +177,7 @@ func (b *Binder) checkProof(ctx context.Context, in Input, jkt string) (Result, 
 	if c.HTM != in.Method {
 		return Result{}, errProofHTM
 	}
-	if !htuMatches(c.HTU, in.URLScheme, in.Host, in.Path) {
+	if !b.htuMatches(c.HTU, &in) {
 		return Result{}, errProofHTU
 	}
 	now := b.now()
@@ -334,52 +334,4 @@ func replayKey(thumb, jti string) string {
 	h.Write([]byte(jti))
 	var sum [sha256.Size]byte
 	return string(h.Sum(sum[:0]))
-}
-
-// htuMatches compares the proof's htu with the request's URI as RFC 9449
-// §4.3 says: scheme and host without regard to case, the default port
-// implied, the path exactly. The htu must not carry a query or a fragment
-// (§4.2); the request's query is ignored.
-func htuMatches(htu, scheme, host, path string) bool {
-	uScheme, rest, ok := strings.Cut(htu, "://")
-	if !ok || uScheme == "" || strings.ContainsAny(htu, "?# \t") {
-		return false
-	}
-	authority, uPath := rest, "/"
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		authority, uPath = rest[:i], rest[i:]
-	}
-	if authority == "" || strings.IndexByte(authority, '@') >= 0 || !strings.EqualFold(uScheme, scheme) {
-		return false
-	}
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
-		path = path[:i]
-	}
-	if path == "" {
-		path = "/"
-	}
-	if uPath != path {
-		return false
-	}
-	uHost, uPort := splitHostPort(authority, scheme)
-	rHost, rPort := splitHostPort(host, scheme)
-	return uPort == rPort && strings.EqualFold(uHost, rHost)
-}
-
-// splitHostPort splits an authority into host and port, the port defaulted
-// from the scheme.
-func splitHostPort(authority, scheme string) (host, port string) {
-	host = authority
-	if i := strings.LastIndexByte(authority, ':'); i >= 0 && i > strings.LastIndexByte(authority, ']') {
-		host, port = authority[:i], authority[i+1:]
-	}
-	if port == "" {
-		switch strings.ToLower(scheme) {
-		case "https":
-			port = "443"
-		case "http":
-			port = "80"
-		}
-	}
-	return host, port
 }

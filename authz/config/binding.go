@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/phantom-authz/phantom-authz/authz/binding"
 )
 
 // DPoP configures the checking of DPoP proofs (RFC 9449).
@@ -18,6 +20,10 @@ type DPoP struct {
 	ReplayMaxEntries int `yaml:"replay_max_entries"`
 	// Nonce configures server-provided nonces (RFC 9449 §9).
 	Nonce DPoPNonce `yaml:"nonce"`
+	// Origins are the API's external origins (https://api.example.com):
+	// when set, a proof's htu must name one of them instead of the Host
+	// the client sent.
+	Origins []string `yaml:"origins"`
 }
 
 // DPoPNonce turns server nonces on: every proof must carry one.
@@ -68,6 +74,11 @@ func (d *DPoP) validate() error {
 	}
 	if d.ReplayMaxEntries < 1024 {
 		return &Error{"dpop.replay_max_entries", "must be at least 1024"}
+	}
+	for i, o := range d.Origins {
+		if err := binding.ValidateOrigin(o); err != nil {
+			return &Error{fmt.Sprintf("dpop.origins[%d]", i), fmt.Sprintf("%q: %v", o, err)}
+		}
 	}
 	n := &d.Nonce
 	if n.Lifetime < Duration(2*time.Second) {

@@ -36,6 +36,7 @@ dpop:
   algorithms: [ES256, EdDSA]
   iat_window: 30s
   nonce: { enabled: true, secret_file: "` + secret + `", lifetime: 2m }
+  origins: ["https://api.bank.example"]
 binding:
   require_sender_constrained: true
 `))
@@ -43,7 +44,8 @@ binding:
 		t.Fatal(err)
 	}
 	if string(cfg.DPoP.Nonce.Secret) != "0123456789abcdef0123456789abcdef" || cfg.DPoP.IATWindow.D() != 30*time.Second ||
-		cfg.DPoP.Nonce.Lifetime.D() != 2*time.Minute || !cfg.Binding.RequireSenderConstrained {
+		cfg.DPoP.Nonce.Lifetime.D() != 2*time.Minute || !cfg.Binding.RequireSenderConstrained ||
+		len(cfg.DPoP.Origins) != 1 || cfg.DPoP.Origins[0] != "https://api.bank.example" {
 		t.Errorf("parsed %+v %+v", cfg.DPoP, cfg.Binding)
 	}
 }
@@ -65,6 +67,8 @@ func TestDPoPInvalidNamesKey(t *testing.T) {
 		{"dpop: { nonce: { enabled: true, secret_file: /nonexistent/secret } }\n", "dpop.nonce.secret_file"},
 		{"dpop: { nonce: { enabled: true, secret_file: " + short + " } }\n", "dpop.nonce.secret_file"},
 		{"dpop: { nonce: { lifetime: 1s } }\n", "dpop.nonce.lifetime"},
+		{"dpop: { origins: [api.bank.example] }\n", "dpop.origins[0]"},
+		{"dpop: { origins: [\"https://api.bank.example\", \"https://api.bank.example/v1\"] }\n", "dpop.origins[1]"},
 		{"dpop:\n  nonce:\n    enable: true\n", "dpop.nonce.enable"},
 		{"binding:\n  require_sender_constraint: true\n", "binding.require_sender_constraint"},
 	}

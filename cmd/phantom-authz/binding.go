@@ -15,6 +15,7 @@ func binder(cfg config.Config, replay binding.ReplayStore) (authz.Binder, error)
 		IATWindow:                cfg.DPoP.IATWindow.D(),
 		Replay:                   replay,
 		RequireSenderConstrained: cfg.Binding.RequireSenderConstrained,
+		Origins:                  cfg.DPoP.Origins,
 	}
 	if n := cfg.DPoP.Nonce; n.Enabled {
 		bc.Nonce = &binding.NonceConfig{Secret: n.Secret, Lifetime: n.Lifetime.D()}
