@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -42,8 +43,9 @@ func run(addr string, headerBytes int) error {
 	if err != nil {
 		return err
 	}
-	// The options phantom-authz serves with (grpc.max_recv_bytes default).
-	s := grpc.NewServer(grpc.MaxRecvMsgSize(4 << 20))
+	// The options phantom-authz serves with (grpc.max_recv_bytes default,
+	// server.StreamWorkers).
+	s := grpc.NewServer(grpc.MaxRecvMsgSize(4<<20), grpc.NumStreamWorkers(uint32(max(64, 8*runtime.GOMAXPROCS(0)))))
 	authv3.RegisterAuthorizationServer(s, &noop{resp: okResponse(headerBytes)})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)

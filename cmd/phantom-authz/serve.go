@@ -98,7 +98,7 @@ func serve(path string) error {
 	if htls != nil {
 		hlis = tls.NewListener(hlis, htls)
 	}
-	gopts := append(grpcOptions(tel), grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvBytes))
+	gopts := append(grpcOptions(tel), grpc.MaxRecvMsgSize(cfg.GRPC.MaxRecvBytes), server.StreamWorkers())
 	gs := server.NewGRPC(st.engine, hs, append(gopts, grpcTLS(gtls)...)...)
 	// SERVING only while a compiled policy set is loaded.
 	status := func() healthpb.HealthCheckResponse_ServingStatus {
