@@ -443,6 +443,7 @@ func (k issuerKey) issue(t *testing.T, now time.Time, jti string) string {
 		"jti": jti, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
 	hdr := jwxjws.NewHeaders()
 	_ = hdr.Set(jwxjws.KeyIDKey, k.kid)
+	_ = hdr.Set(jwxjws.TypeKey, "at+jwt") // RFC 9068
 	signed, err := jwxjws.Sign(payload, jwxjws.WithKey(jwa.ES256(), k.priv, jwxjws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		t.Fatal(err)

@@ -110,7 +110,10 @@ type Introspection struct {
 	Issuer            string   `yaml:"issuer"`
 	JWKSURI           string   `yaml:"jwks_uri"`
 	Audience          string   `yaml:"audience"`
-	TokenTypeHint     string   `yaml:"token_type_hint"`
+	// Audiences restrict the tokens accepted to those whose answer names
+	// one of them in aud.
+	Audiences     []string `yaml:"audiences"`
+	TokenTypeHint string   `yaml:"token_type_hint"`
 	// MaxConcurrent bounds the introspection calls in flight.
 	MaxConcurrent int `yaml:"max_concurrent"`
 	// CircuitBreaker stops calling an OAuth server that keeps failing.
@@ -449,6 +452,11 @@ func (in *Introspection) validate() error {
 	}
 	if in.Timeout < 0 {
 		return &Error{"introspection.timeout", "must be positive"}
+	}
+	for _, a := range in.Audiences {
+		if a == "" {
+			return &Error{"introspection.audiences", "must not hold an empty audience"}
+		}
 	}
 	if in.TokenTypeHint != "" && in.TokenTypeHint != "access_token" {
 		return &Error{"introspection.token_type_hint", "must be empty or access_token"}

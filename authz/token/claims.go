@@ -46,7 +46,7 @@ const (
 type interner struct {
 	mu     sync.Mutex
 	values map[string]any      // string values, boxed once
-	lists  map[string]any      // arrays of strings, by their NUL-joined items
+	lists  map[string]any      // arrays of strings, by listKey of their items
 	scopes map[string][]string // split scope strings
 }
 
@@ -103,24 +103,38 @@ func (in *interner) share(v any) any {
 		}
 		in.values = put(in.values, x, v)
 	case []any:
-		var key strings.Builder
-		for _, e := range x {
-			s, ok := e.(string)
-			if !ok || key.Len()+len(s) > maxSharedLen {
-				return v
-			}
-			key.WriteString(s)
-			key.WriteByte(0)
+		key, ok := listKey(x)
+		if !ok {
+			return v
 		}
-		if s, ok := in.lists[key.String()]; ok {
+		if s, ok := in.lists[key]; ok {
 			return s
 		}
 		for i, e := range x {
 			x[i] = in.share(e)
 		}
-		in.lists = put(in.lists, key.String(), v)
+		in.lists = put(in.lists, key, v)
 	}
 	return v
+}
+
+// listKey names a list of strings by its items, each prefixed with its
+// length, so that no two different lists share a key: joined with a
+// separator, ["admin","users"] and ["admin\x00users"] would, and the policy
+// of one token would see the other's roles. ok is false for a list that is
+// not all strings or too long to share.
+func listKey(list []any) (key string, ok bool) {
+	var b strings.Builder
+	for _, e := range list {
+		s, ok := e.(string)
+		if !ok || b.Len()+len(s) > maxSharedLen {
+			return "", false
+		}
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	return b.String(), true
 }
 
 // scopeList splits the scope claim, a space-separated string (RFC 7662, RFC

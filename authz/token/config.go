@@ -3,6 +3,7 @@ package token
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -110,6 +111,10 @@ type IntrospectionConfig struct {
 	// Issuer, JWKSURI and Audience check rfc9701 answers: the expected iss,
 	// where its signing keys are, and the expected aud (default ClientID).
 	Issuer, JWKSURI, Audience string
+	// Audiences, when set, restrict the tokens accepted to those issued for
+	// this resource server (RFC 9700 §2.3): an active answer must name one
+	// of them in aud; an answer without aud is refused.
+	Audiences []string
 	// TokenTypeHint is sent as token_type_hint when set (e.g. "access_token").
 	TokenTypeHint string
 	// MaxConcurrent bounds the introspection calls in flight (default 64).
@@ -120,6 +125,16 @@ type IntrospectionConfig struct {
 	// Breaker is the circuit breaker toward the endpoint.
 	Breaker BreakerConfig
 }
+
+// Token types of IssuerConfig.Type.
+const (
+	// DefaultType is the typ a JWT access token must have (RFC 9068 §4)
+	// unless the issuer's Type says otherwise.
+	DefaultType = "at+jwt"
+	// AnyType opts an issuer out of the typ check, for issuers that do
+	// not set at+jwt. Refresh and ID token types are refused all the same.
+	AnyType = "any"
+)
 
 // IssuerConfig is an issuer whose JWT access tokens are verified by value.
 type IssuerConfig struct {
@@ -133,9 +148,9 @@ type IssuerConfig struct {
 	// Algorithms allowed for signatures (default ES256, PS256, EdDSA). none and
 	// the HMAC algorithms are refused: the keys are public.
 	Algorithms []string
-	// Type is the expected typ header (e.g. "at+jwt", RFC 9068); empty accepts
-	// any. Compared as RFC 8725 §3.11 says: case-insensitive, "application/"
-	// optional.
+	// Type is the expected typ header (default at+jwt, RFC 9068 §4); AnyType
+	// accepts any typ, or none. Compared as RFC 8725 §3.11 says:
+	// case-insensitive, "application/" optional.
 	Type string
 	// Skew is the clock leeway for exp, nbf and iat (default and maximum 60s).
 	Skew time.Duration
@@ -268,6 +283,9 @@ func (in *IntrospectionConfig) validate() error {
 		return fmt.Errorf("token: introspection.auth_method %q is not one of %s, %s, %s",
 			in.AuthMethod, AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT)
 	}
+	if slices.Contains(in.Audiences, "") {
+		return fmt.Errorf("token: introspection.audiences must not hold an empty audience")
+	}
 	if in.Response == "" {
 		in.Response = ResponseJSON
 	}
@@ -327,6 +345,9 @@ func (is *IssuerConfig) validate(field string) error {
 	if len(is.Algorithms) == 0 {
 		is.Algorithms = defaultAlgorithms
 	}
+	if is.Type == "" {
+		is.Type = DefaultType
+	}
 	if _, err := newAlgSet(field+".algorithms", is.Algorithms); err != nil {
 		return err
 	}
@@ -337,6 +358,28 @@ func (is *IssuerConfig) validate(field string) error {
 		is.Skew = maxSkew
 	}
 	return nil
+}
+
+// loggable is raw as it may be logged or named in an error: scheme, host and
+// path, without user information or query, which may hold secrets (an API
+// gateway in front of the OAuth server often takes a subscription key in
+// the query).
+func loggable(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+}
+
+// scrubURL replaces the URL an *url.Error quotes (http.Client's errors name
+// the request's URL, query included) with where.
+func scrubURL(err error, where string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s %q: %w", ue.Op, where, ue.Err)
+	}
+	return err
 }
 
 func checkURL(field, raw string, allowHTTP bool) error {

@@ -19,8 +19,10 @@ import (
 // piles up waiting on it.
 type BreakerConfig struct {
 	// Failures is how many introspection calls in a row must fail (network
-	// error, timeout, 5xx, an answer that does not parse) to open the
-	// breaker (default 5). Inactive answers are successes.
+	// error, timeout, 5xx, another unexpected status, an answer that does
+	// not parse) to open the breaker (default 5). Answers about one token
+	// (inactive; 400 invalid_request or invalid_token; refused as not an
+	// access token or for another audience) are successes.
 	Failures int
 	// Cooldown is how long the breaker stays open before one probe call is
 	// let through (half-open); the probe's success closes it, its failure
@@ -47,7 +49,7 @@ const (
 // refuses fails at once with ErrUnavailable and is not an introspection: it
 // is counted and traced apart, and not logged one by one.
 type guard struct {
-	endpoint string
+	endpoint string // as it may be logged
 	sem      *semaphore.Weighted
 	// wait is how long a call waits for a place when all are taken: the
 	// introspection timeout.
@@ -80,7 +82,7 @@ var rejectedAttrs = map[string]metric.AddOption{
 // defaults). m, when not nil, receives its metrics.
 func newGuard(cfg IntrospectionConfig, m metric.Meter, log *slog.Logger) (*guard, error) {
 	g := &guard{
-		endpoint: cfg.Endpoint,
+		endpoint: loggable(cfg.Endpoint),
 		sem:      semaphore.NewWeighted(int64(cfg.MaxConcurrent)),
 		wait:     cfg.Timeout,
 		cooldown: cfg.Breaker.Cooldown,
@@ -112,8 +114,13 @@ func newGuard(cfg IntrospectionConfig, m metric.Meter, log *slog.Logger) (*guard
 		MaxRequests: 1, // one probe at a time when half-open
 		Timeout:     cfg.Breaker.Cooldown,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		// An inactive token is the OAuth server working.
-		IsSuccessful:  func(err error) bool { return err == nil || errors.Is(err, ErrInactive) },
+		// An answer about the token (inactive; invalid: a 400 about it, a
+		// refresh token, another audience) is the OAuth server working. Only
+		// transport errors, timeouts, 5xx, other statuses and answers that
+		// do not parse count.
+		IsSuccessful: func(err error) bool {
+			return err == nil || errors.Is(err, ErrInactive) || errors.Is(err, ErrInvalid)
+		},
 		OnStateChange: g.changed,
 	})
 	return g, nil

@@ -103,7 +103,8 @@ func jwksJSON(t testing.TB, keys ...signingKey) []byte {
 	return b
 }
 
-// signJWT signs claims with k; hdr adds protected headers.
+// signJWT signs claims with k; hdr adds protected headers. typ is at+jwt
+// (RFC 9068) unless hdr names another, or nil for none.
 func signJWT(t testing.TB, k signingKey, hdr map[string]any, claims map[string]any) string {
 	t.Helper()
 	payload, err := json.Marshal(claims)
@@ -114,7 +115,13 @@ func signJWT(t testing.TB, k signingKey, hdr map[string]any, claims map[string]a
 	if k.kid != "" {
 		_ = h.Set(jws.KeyIDKey, k.kid)
 	}
+	if _, ok := hdr["typ"]; !ok {
+		_ = h.Set(jws.TypeKey, "at+jwt")
+	}
 	for name, v := range hdr {
+		if v == nil {
+			continue
+		}
 		if err := h.Set(name, v); err != nil {
 			t.Fatal(err)
 		}

@@ -26,6 +26,7 @@ import (
 // introspector asks the OAuth server about opaque tokens (RFC 7662).
 type introspector struct {
 	cfg    IntrospectionConfig
+	where  string // the endpoint as it may be logged
 	client *http.Client
 	now    func() time.Time
 	log    *slog.Logger
@@ -185,11 +186,12 @@ func (in *introspector) introspect(ctx context.Context, raw string) (*Token, err
 	switch {
 	case err == nil:
 		in.stats.introActive.Add(1)
-	case errors.Is(err, ErrInactive):
+	case errors.Is(err, ErrInactive), errors.Is(err, ErrInvalid):
+		// The server answered about this token: not a failure.
 		in.stats.introInactive.Add(1)
 	default:
 		in.stats.introFailed.Add(1)
-		in.log.WarnContext(ctx, "token: introspection failed", "endpoint", in.cfg.Endpoint, "err", err)
+		in.log.WarnContext(ctx, "token: introspection failed", "endpoint", in.where, "err", err)
 	}
 	return tok, err
 }
@@ -217,7 +219,7 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.cfg.Endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, scrubURL(err, in.where))
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", acceptHeader[in.cfg.Response])
@@ -231,7 +233,7 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 	resp, err := in.client.Do(req)
 	if err != nil {
 		// *url.Error names the endpoint and the cause; the token is in the body.
-		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, scrubURL(err, in.where))
 	}
 	defer drainClose(resp.Body)
 	switch resp.StatusCode {
@@ -241,6 +243,8 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 			return nil, ErrInactive
 		}
 		return nil, fmt.Errorf("%w: introspection: unexpected status 204", ErrUnavailable)
+	case http.StatusBadRequest:
+		return nil, badRequest(resp)
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return nil, fmt.Errorf("%w: introspection: the OAuth server refused our client credentials (status %d)", ErrUnavailable, resp.StatusCode)
 	default:
@@ -263,10 +267,29 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 	default:
 		return nil, fmt.Errorf("%w: introspection: unexpected content type %q", ErrUnavailable, ct)
 	}
-	if err != nil && !errors.Is(err, ErrInactive) && !errors.Is(err, ErrUnavailable) {
+	if err != nil && !errors.Is(err, ErrInactive) && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrUnavailable) {
 		err = fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
 	}
 	return tok, err
+}
+
+// badRequest reads a 400 answer. RFC 7662 servers answer 400 with
+// invalid_request or invalid_token about a token they cannot parse (a junk
+// string): that token is invalid (401 for its client), and the breaker does
+// not count it, so junk cannot open it for everyone. Any other 400 says
+// something is wrong with our requests: a failure, as unexpected statuses are.
+func badRequest(resp *http.Response) error {
+	var answer struct {
+		Error string `json:"error"`
+	}
+	if body, err := readBody(resp.Body); err == nil && mediaType(resp.Header) == "application/json" &&
+		json.Unmarshal(body, &answer) == nil {
+		switch answer.Error {
+		case "invalid_request", "invalid_token":
+			return fmt.Errorf("%w: introspection: the OAuth server refused the token (400 %s)", ErrInvalid, answer.Error)
+		}
+	}
+	return fmt.Errorf("%w: introspection: unexpected status 400", ErrUnavailable)
 }
 
 // fromJSON reads an RFC 7662 answer. When activeAllowed is false (the server
@@ -292,7 +315,23 @@ func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error)
 	if !active {
 		return nil, ErrInactive
 	}
+	if err := in.checkClaims(claims); err != nil {
+		return nil, err
+	}
 	return in.shared.newToken(KindOpaque, claims)
+}
+
+// checkClaims refuses, as invalid, an active answer that is not about an
+// access token for us: another use (a refresh token), or, with
+// introspection.audiences, another resource server (RFC 9700 §2.3).
+func (in *introspector) checkClaims(claims map[string]any) error {
+	if err := checkUse(claims); err != nil {
+		return fmt.Errorf("%w: introspection: %v", ErrInvalid, err)
+	}
+	if len(in.cfg.Audiences) > 0 && !hasAudience(claims, in.cfg.Audiences...) {
+		return fmt.Errorf("%w: introspection: %v", ErrInvalid, errNoAudience)
+	}
+	return nil
 }
 
 // fromJWT reads the phantom-token answer: the JWT to forward. It came from
@@ -306,6 +345,12 @@ func (in *introspector) fromJWT(body []byte) (*Token, error) {
 	}
 	if c.header.Alg == "none" {
 		return nil, errors.New("answer is an unsigned JWT")
+	}
+	if err := checkTyp(c.header.Typ); err != nil {
+		return nil, fmt.Errorf("%w: introspection: %v", ErrInvalid, err)
+	}
+	if err := in.checkClaims(c.claims); err != nil {
+		return nil, err
 	}
 	tok, err := in.shared.newToken(KindOpaque, c.claims)
 	if err != nil {

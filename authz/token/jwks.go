@@ -52,6 +52,7 @@ var (
 // last good keys.
 type keySet struct {
 	uri     string
+	where   string // uri as it may be logged
 	client  *http.Client
 	timeout time.Duration
 	now     func() time.Time
@@ -110,7 +111,7 @@ func (ks *keySet) lookup(ctx context.Context, kid string, alg jwa.SignatureAlgor
 	}
 	cur, err := ks.refresh(ctx)
 	if cur == nil {
-		return nil, fmt.Errorf("%w from %s: %v", errNoKeys, ks.uri, err)
+		return nil, fmt.Errorf("%w from %s: %v", errNoKeys, ks.where, err)
 	}
 	if found := cur.match(kid, alg); len(found) > 0 {
 		return found, nil
@@ -141,7 +142,7 @@ func (ks *keySet) refresh(ctx context.Context) (*publicKeys, error) {
 		next, err := ks.fetch(fctx)
 		if err != nil {
 			ks.stats.jwksFailures.Add(1)
-			ks.log.Warn("token: JWKS fetch failed; keeping the last good keys", "jwks_uri", ks.uri, "err", err)
+			ks.log.Warn("token: JWKS fetch failed; keeping the last good keys", "jwks_uri", ks.where, "err", err)
 			return cur, err
 		}
 		ks.stats.jwksRefreshes.Add(1)
@@ -179,7 +180,7 @@ func (ks *keySet) close() {
 func (ks *keySet) fetch(ctx context.Context) (keys *publicKeys, err error) {
 	ctx, span := startSpan(ks.tracer, ctx, "jwks.fetch")
 	if span.IsRecording() {
-		span.SetAttributes(attrJWKSURI.String(ks.uri))
+		span.SetAttributes(attrJWKSURI.String(ks.where))
 	}
 	defer func() {
 		if err != nil && span.IsRecording() {
@@ -189,13 +190,13 @@ func (ks *keySet) fetch(ctx context.Context) (keys *publicKeys, err error) {
 	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.uri, nil)
 	if err != nil {
-		return nil, err
+		return nil, scrubURL(err, ks.where)
 	}
 	req.Header.Set("Accept", "application/jwk-set+json, application/json")
 	req.Header.Set("User-Agent", userAgent)
 	resp, err := ks.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, scrubURL(err, ks.where)
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
@@ -230,7 +231,7 @@ func (ks *keySet) fetch(ctx context.Context) (keys *publicKeys, err error) {
 			// already; this holds whatever that setting becomes.
 			if bits := pk.N.BitLen(); bits < minRSABits {
 				kid, _ := k.KeyID()
-				ks.log.Warn("token: JWKS key refused: RSA key too short", "jwks_uri", ks.uri, "kid", kid, "bits", bits)
+				ks.log.Warn("token: JWKS key refused: RSA key too short", "jwks_uri", ks.where, "kid", kid, "bits", bits)
 				continue
 			}
 		case *ecdsa.PublicKey, ed25519.PublicKey:

@@ -68,7 +68,9 @@ type Stats struct {
 	// Coalesced counts misses that waited for a resolution another call
 	// started instead of starting their own.
 	Coalesced uint64
-	// Introspections by outcome: active, inactive (or 204), failed.
+	// Introspections by outcome: active; inactive (or 204, or an answer
+	// refusing the token: 400 about it, a refresh token, another audience);
+	// failed.
 	IntrospectionsActive, IntrospectionsInactive, IntrospectionsFailed uint64
 	// JWTsVerified and JWTsRejected count by-value verifications.
 	JWTsVerified, JWTsRejected uint64
@@ -142,13 +144,13 @@ func New(cfg Config) (*Resolver, error) {
 	}
 	timeout := defaultTimeout
 	newKeySet := func(uri string) *keySet {
-		ks := &keySet{uri: uri, client: client, timeout: timeout, now: r.now, log: r.log, stats: &r.stats, tracer: cfg.Tracer}
+		ks := &keySet{uri: uri, where: loggable(uri), client: client, timeout: timeout, now: r.now, log: r.log, stats: &r.stats, tracer: cfg.Tracer}
 		r.keySets = append(r.keySets, ks)
 		return ks
 	}
 	if in := cfg.Introspection; in != nil {
 		timeout = in.Timeout
-		r.intro = &introspector{cfg: *in, client: client, now: r.now, log: r.log, stats: &r.stats, shared: &r.shared,
+		r.intro = &introspector{cfg: *in, where: loggable(in.Endpoint), client: client, now: r.now, log: r.log, stats: &r.stats, shared: &r.shared,
 			tracer: cfg.Tracer, duration: introDuration}
 		if r.intro.guard, err = newGuard(*in, cfg.Meter, r.log); err != nil {
 			return nil, fmt.Errorf("token: introspection metrics: %w", err)
@@ -215,29 +217,51 @@ func (r *Resolver) resolve(ctx context.Context, cred credential.Credential) (*To
 		// Not a token (see TokenID.cacheKey); never looked up.
 		return nil, false, fmt.Errorf("%w: not a token", ErrInvalid)
 	}
-	if e, ok := r.cache.Get(raw); ok && r.now().UnixNano() < e.until {
+	if tok, err, ok := r.cached(raw); ok {
 		r.stats.hits.Add(1)
-		if e.tok == nil {
-			return nil, true, ErrInactive
-		}
-		return e.tok, true, nil
+		return tok, true, err
 	}
-	r.stats.misses.Add(1)
 	if raw == "" {
+		r.stats.misses.Add(1)
 		return nil, false, fmt.Errorf("%w: empty token", ErrInvalid)
 	}
-	tok, err := r.resolveMiss(ctx, raw)
-	return tok, false, err
+	return r.resolveMiss(ctx, raw)
 }
 
-// resolveMiss resolves raw once for all concurrent callers. The shared work
-// runs on a context detached from the caller's, so a caller that gives up
-// does not fail the others; each step has its own timeout.
-func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, error) {
+// cached is the cache's answer for raw: ok is false on a miss (or an entry
+// whose time is up); an inactive token is the error ErrInactive.
+func (r *Resolver) cached(raw string) (tok *Token, err error, ok bool) {
+	e, ok := r.cache.Get(raw)
+	if !ok || r.now().UnixNano() >= e.until {
+		return nil, nil, false
+	}
+	if e.tok == nil {
+		return nil, ErrInactive, true
+	}
+	return e.tok, nil, true
+}
+
+// fromCache marks a flight's result taken from the cache (see resolveMiss).
+type fromCache struct{ tok *Token }
+
+// resolveMiss resolves raw once for all concurrent callers; hit says the
+// cache answered after all. The shared work runs on a context detached from
+// the caller's, so a caller that gives up does not fail the others; each
+// step has its own timeout.
+//
+// A caller can miss the cache and lose the CPU while a flight for the same
+// token finishes (singleflight then forgets the key): its own flight would
+// resolve the token a second time. So a flight first looks in the cache
+// again; the finished flight's answer is there (store waits until it is
+// visible). One resolution per token holds under any scheduling.
+func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, bool, error) {
 	sum := sha256.Sum256([]byte(raw))
 	leader := false
 	ch := r.flights.DoChan(string(sum[:]), func() (any, error) {
 		leader = true
+		if tok, err, ok := r.cached(raw); ok {
+			return fromCache{tok}, err
+		}
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
@@ -250,18 +274,30 @@ func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, error) 
 	})
 	select {
 	case res := <-ch:
-		if !leader {
+		tok, _ := res.Val.(*Token)
+		c, hit := res.Val.(fromCache)
+		if hit {
+			tok = c.tok
+		}
+		switch {
+		case hit && leader:
+			r.stats.hits.Add(1)
+		case leader:
+			r.stats.misses.Add(1)
+		default:
+			r.stats.misses.Add(1)
 			r.stats.coalesced.Add(1)
 			if r.tracer != nil {
 				trace.SpanFromContext(ctx).SetAttributes(attrCoalesced.Bool(true))
 			}
 		}
 		if res.Err != nil {
-			return nil, res.Err
+			return nil, hit, res.Err
 		}
-		return res.Val.(*Token), nil
+		return tok, hit, nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		r.stats.misses.Add(1)
+		return nil, false, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}
 }
 
@@ -285,6 +321,12 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 		tok, err = r.fetch(ctx, raw)
 	}
 	now := r.now()
+	if err == nil && tok.Kind == KindOpaque && !tok.Expiry.IsZero() && !now.Before(tok.Expiry) {
+		// An answer (or a shared entry) that says active past the token's
+		// exp is never served, not even once. (A JWT by value was checked
+		// against exp with its issuer's skew.)
+		err = fmt.Errorf("%w: expired", ErrInactive)
+	}
 	if errors.Is(err, ErrInactive) {
 		if r.inactiveTTL > 0 {
 			r.store(raw, entry{until: now.Add(r.inactiveTTL).UnixNano()}, inactiveCost, r.inactiveTTL)

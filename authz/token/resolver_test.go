@@ -121,9 +121,10 @@ func TestCache(t *testing.T) {
 			steps:  []step{{wantCount: 1}, {wantCount: 1}, {advance: time.Minute, wantCount: 1}},
 		},
 		{
-			name:   "kept until exp",
+			name:   "kept until exp, then refused though the server says active",
 			handle: activeAnswer(now.Add(30 * time.Second)),
-			steps:  []step{{wantCount: 1}, {advance: 29 * time.Second, wantCount: 1}, {advance: 2 * time.Second, wantCount: 2}},
+			steps: []step{{wantCount: 1}, {advance: 29 * time.Second, wantCount: 1},
+				{advance: 2 * time.Second, wantErr: ErrInactive, wantCount: 2}},
 		},
 		{
 			name:   "kept no longer than max_ttl",
@@ -141,9 +142,9 @@ func TestCache(t *testing.T) {
 			steps: []step{{wantCount: 1}, {advance: 9 * time.Second, wantCount: 1}, {advance: 2 * time.Second, wantCount: 2}},
 		},
 		{
-			name:   "expired by the server's word is not cached",
+			name:   "expired by the server's word is refused, and remembered as inactive",
 			handle: activeAnswer(now.Add(-time.Second)),
-			steps:  []step{{wantCount: 1}, {wantCount: 2}},
+			steps:  []step{{wantErr: ErrInactive, wantCount: 1}, {wantErr: ErrInactive, wantCount: 1}},
 		},
 		{
 			name: "inactive remembered for inactive_ttl",

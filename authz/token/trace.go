@@ -131,6 +131,8 @@ func introspectionHistogram(m metric.Meter) (metric.Float64Histogram, error) {
 var introspectionOutcomes = map[string]metric.RecordOption{
 	"active":   metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "active"))),
 	"inactive": metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "inactive"))),
-	"invalid":  metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed"))),
-	"failed":   metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed"))),
+	// The server answered about the token (400 about it, a refresh token,
+	// another audience): as good as inactive.
+	"invalid": metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "inactive"))),
+	"failed":  metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", "failed"))),
 }

@@ -24,8 +24,11 @@ func (is *issuer) verify(ctx context.Context, raw string) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
-	if is.cfg.Type != "" && !typMatches(c.header.Typ, is.cfg.Type) {
-		return nil, fmt.Errorf("%w: jwt: typ %q, expected %q", ErrInvalid, c.header.Typ, is.cfg.Type)
+	if is.cfg.Type != AnyType && !typMatches(c.header.Typ, is.cfg.Type) {
+		return nil, fmt.Errorf("%w: jwt: typ %.40q, expected %q", ErrInvalid, c.header.Typ, is.cfg.Type)
+	}
+	if err := checkTyp(c.header.Typ); err != nil {
+		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
 	if err := is.keys.verify(ctx, raw, c, is.algs); err != nil {
 		if errors.Is(err, errNoKeys) {
@@ -34,6 +37,9 @@ func (is *issuer) verify(ctx context.Context, raw string) (*Token, error) {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
 	if err := is.checkClaims(c.claims); err != nil {
+		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
+	}
+	if err := checkUse(c.claims); err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
 	tok, err := is.shared.newToken(KindJWT, c.claims)

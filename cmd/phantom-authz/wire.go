@@ -167,6 +167,7 @@ func introspectionConfig(in *config.Introspection) *token.IntrospectionConfig {
 		Issuer:            in.Issuer,
 		JWKSURI:           in.JWKSURI,
 		Audience:          in.Audience,
+		Audiences:         in.Audiences,
 		TokenTypeHint:     in.TokenTypeHint,
 		MaxConcurrent:     in.MaxConcurrent,
 		Breaker: token.BreakerConfig{
