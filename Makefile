@@ -32,8 +32,8 @@ run: tools build build-demo-api ## Start the local stack: Hydra, phantom-authz, 
 build-demo-api: ## Build the demo upstream API (echoes the headers it receives) into bin/.
 	$(GO) build -o $(BIN)/demo-api ./cmd/demo-api
 
-bench: ## Load scenarios against the real binary and the no-op server; writes e2e/bench/RESULTS.md (~4.5 min).
-	$(GO) run ./e2e/bench
+bench: tools ## Load scenarios against the real binary and the no-op server, then through real Envoy (wrk); writes e2e/bench/RESULTS.md (~6 min).
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(GO) run ./e2e/bench
 
 bench-go: ## Go benchmarks of the engine and its stages (BENCH_COUNT=6 for several runs to take the median of).
 	$(GO) test -run '^$$' -bench . -benchmem -count $(or $(BENCH_COUNT),1) ./authz/...

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,7 +94,7 @@ func TestTargetsAndReport(t *testing.T) {
 	}
 	sc := &scenario{id: "a", title: "t", targets: []target{cpuAtMost(1.5), rpsAtLeast(0.7), p99AtMost(1.5), rssFlat(0.10)}}
 	p := &pair{scenario: mk(sc, 800, 800*60*time.Microsecond, 3*time.Millisecond), noop: mk(&noop, 1000, 1000*40*time.Microsecond, 2*time.Millisecond)}
-	report, met := markdown(header{opts: options{callers: 32, conns: 4}}, []*pair{p})
+	report, met := markdown(header{opts: options{callers: 32, conns: 4}}, []*pair{p}, nil)
 	if met {
 		t.Error("RSS grew 12%: want a target missed")
 	}
@@ -132,5 +133,50 @@ func TestSmoke(t *testing.T) {
 	}
 	if strings.Contains(string(b), "no errors, no wrong decisions") {
 		t.Errorf("errors or wrong decisions:\n%s", b)
+	}
+}
+
+// The Envoy-level benchmark, briefly: every setup through real Envoy, each
+// answering 200 with the expected header at the upstream (no errors).
+func TestEnvoySmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Envoy and the servers")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".tools", "bin", "envoy")); err != nil {
+		t.Skip("envoy not installed (make tools)")
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("wrk not installed (make tools)")
+	}
+	out := filepath.Join(t.TempDir(), "RESULTS.md")
+	err = run(options{out: out, only: []string{"envoy"}, callers: 4, conns: 2,
+		envoy: envoyOptions{window: 2 * time.Second, fixedWindow: time.Second, connections: 4, rate: 200}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if !strings.HasPrefix(line, "| **E") {
+			continue
+		}
+		rows++
+		cols := strings.Split(line, "|")
+		if len(cols) < 7 || strings.TrimSpace(cols[6]) != "0" {
+			t.Errorf("errors in row: %s", line)
+		}
+		if strings.TrimSpace(cols[2]) == "0" {
+			t.Errorf("no requests in row: %s", line)
+		}
+	}
+	if rows != len(envoySetups()) {
+		t.Errorf("%d Envoy rows, want %d:\n%s", rows, len(envoySetups()), b)
 	}
 }

@@ -3,8 +3,9 @@
 // the real binary under closed-loop gRPC load, and writes the results as a
 // Markdown table (e2e/bench/RESULTS.md) that can be compared across commits.
 //
-//	make bench                      (all scenarios, ~4.5 minutes)
+//	make bench                      (all scenarios, then through Envoy, ~6 minutes)
 //	go run ./e2e/bench -only a,b -window 5s
+//	go run ./e2e/bench -only envoy -envoy-window 4s
 //
 // The load generator is a closed loop: N callers over a few HTTP/2
 // connections, each sending a pre-built CheckRequest (pre-encoded, with only
@@ -29,4 +30,12 @@
 // every request; c, a new opaque token every request (introspection by the
 // harness's own in-process IdP, JWT minted); e, a DPoP-bound token with a
 // new proof every request; d, 1,000 tokens cycling for two minutes (RSS).
+//
+// Then the same job through real Envoy (envoy.go, scenario id "envoy"): the
+// shipped envoy/envoy.yaml with one worker thread, in front of an upstream
+// in the harness, with the ext_authz filter removed (Envoy alone), with the
+// no-op server, and with phantom-authz (a cached opaque token; a new token
+// every request). wrk drives a closed loop (requests/s, p50, p99); an
+// open-loop generator sends a fixed rate (p99 at 1,000 requests/s); Envoy's
+// and the authorizer's CPU per request come from /proc/PID/stat.
 package main

@@ -29,13 +29,14 @@ type options struct {
 	slices                   int
 	binDir                   string
 	strict                   bool
+	envoy                    envoyOptions
 }
 
 func main() {
 	var o options
 	var only string
 	flag.StringVar(&o.out, "out", "e2e/bench/RESULTS.md", "where to write the Markdown report (relative to the repository root)")
-	flag.StringVar(&only, "only", "", "comma-separated scenario ids to run: a,b,b1,c,d (default all)")
+	flag.StringVar(&only, "only", "", "comma-separated scenario ids to run: a,b,b1,c,e,d,envoy (default all)")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before each measured window")
 	flag.DurationVar(&o.window, "window", 8*time.Second, "measured window per scenario, and of the no-op server beside it")
 	flag.IntVar(&o.slices, "slices", 4, "parts the window is cut into, alternating with the no-op server's")
@@ -46,6 +47,10 @@ func main() {
 	flag.IntVar(&o.clientProcs, "client-procs", 0, "GOMAXPROCS of the load generator (0: all cores)")
 	flag.StringVar(&o.binDir, "bin", "", "directory with phantom-authz and noop-authz already built (default: build them)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is not met")
+	flag.DurationVar(&o.envoy.window, "envoy-window", 6*time.Second, "closed-loop window per setup through Envoy (scenario envoy)")
+	flag.DurationVar(&o.envoy.fixedWindow, "envoy-fixed-window", 5*time.Second, "fixed-rate window per setup through Envoy")
+	flag.IntVar(&o.envoy.connections, "envoy-conns", 32, "wrk connections to Envoy")
+	flag.IntVar(&o.envoy.rate, "envoy-rate", 1000, "requests per second of the fixed-rate run through Envoy")
 	flag.Parse()
 	if only != "" {
 		o.only = strings.Split(only, ",")
@@ -100,9 +105,21 @@ func run(o options) error {
 				sc.id, r.sc.id, r.rps(), ms(r.p(99)), us(r.cpuPerCheck()), r.s.errors, r.s.wrong, noteSuffix(r.note))
 		}
 	}
+	var envoyResults []*envoyResult
+	if len(o.only) == 0 || slices.Contains(o.only, "envoy") {
+		e.setups, e.eopts = envoySetups(), o.envoy
+		if envoyResults, err = e.runEnvoy(ctx); err != nil {
+			return fmt.Errorf("envoy: %w", err)
+		}
+		for _, r := range envoyResults {
+			fmt.Fprintf(os.Stderr, "bench: %-4s %7.0f requests/s  p99 %s  p99 at %d/s %s  Envoy CPU %s/request  authorizer CPU %s/request  errors %d\n",
+				r.setup.id, r.rps(), ms(r.p99), o.envoy.rate, ms(r.fixed.p99), us(r.perRequest(r.envoyCPU)), us(r.perRequest(r.authzCPU)),
+				r.errors+r.fixed.errors+r.wrongUpstream)
+		}
+	}
 	h.loadAfter = loadAverage()
 
-	report, met := markdown(h, results)
+	report, met := markdown(h, results, envoyResults)
 	fmt.Println(report)
 	out := o.out
 	if !filepath.IsAbs(out) && out != "/dev/stdout" {

@@ -92,7 +92,7 @@ type header struct {
 }
 
 // markdown renders the report, and whether every target was met.
-func markdown(h header, ps []*pair) (string, bool) {
+func markdown(h header, ps []*pair, envoy []*envoyResult) (string, bool) {
 	var b strings.Builder
 	allMet := true
 
@@ -160,6 +160,9 @@ func markdown(h header, ps []*pair) (string, bool) {
 		}
 	}
 	b.WriteString("\n")
+	if len(envoy) > 0 {
+		envoyMarkdown(&b, envoy, h.opts.envoy)
+	}
 	b.WriteString(notes)
 	return b.String(), allMet
 }
@@ -194,8 +197,8 @@ const notes = `## How to read it
   policy and 650 µs with an ES256-verifying one, against about 40 µs for
   the no-op server.
 
-Reproduce: ` + "`make bench`" + ` (about 4.5 minutes; builds both servers, runs every
-scenario, rewrites this file). One scenario: ` + "`go run ./e2e/bench -only a -window 5s -out /dev/stdout`" + `.
+Reproduce: ` + "`make bench`" + ` (about 6 minutes; builds both servers, runs every
+scenario, then the setups through Envoy, rewrites this file). One scenario: ` + "`go run ./e2e/bench -only a -window 5s -out /dev/stdout`" + `.
 `
 
 func procs(n int) string {

@@ -48,6 +48,9 @@ type env struct {
 	dir  string // temporary files and server logs
 	bins struct{ authz, noop string }
 	idp  *idp
+	// setups and eopts are the Envoy-level benchmark's (envoy.go).
+	setups []envoySetup
+	eopts  envoyOptions
 }
 
 // opaqueToken is a made-up opaque access token the harness's IdP knows:

