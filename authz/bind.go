@@ -60,6 +60,8 @@ func (e *Engine) bind(ctx context.Context, r *Request, cred credential.Credentia
 		Scheme: cred.Scheme, Token: cred.Token, Proof: cred.Proof,
 		Method: r.Method, URLScheme: r.Scheme, Host: r.Host, Path: r.Path,
 		Certificate: r.Source.Certificate, Require: req,
+		ForwardedCert: r.Headers[binding.XFCCHeader],
+		PeerPrincipal: r.Source.Principal, PeerAddress: r.Source.Address,
 	}
 	if in.URLScheme == "" {
 		in.URLScheme = r.Headers[":scheme"]
@@ -115,6 +117,22 @@ func (e *Engine) forwardBound(r *Request, b bound, d *Decision) {
 	}
 	if b.nonce != "" {
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{Key: "dpop-nonce", Value: b.nonce})
+	}
+}
+
+// forwardedCert strips a client certificate header that did not come from a
+// trusted proxy: the upstream must never take a client's say-so for a
+// certificate (binding.xfcc names the proxies it may come from).
+func (e *Engine) forwardedCert(r *Request, d *Decision) {
+	if e.cfg.Binder == nil {
+		return // no credential stages: the headers are the policy's
+	}
+	if _, sent := r.Headers[binding.XFCCHeader]; !sent || hasHeader(d.Headers, binding.XFCCHeader) ||
+		e.cfg.Binder.TrustsForwardedCert(r.Source.Principal, r.Source.Address) {
+		return
+	}
+	if !slices.Contains(d.RemoveHeaders, binding.XFCCHeader) {
+		d.RemoveHeaders = append(d.RemoveHeaders, binding.XFCCHeader)
 	}
 }
 

@@ -354,3 +354,44 @@ func (allowAll) Ready() bool { return true }
 func (allowAll) Decide(context.Context, *authz.Request, *token.Token) (authz.Decision, error) {
 	return authz.Decision{Allowed: true}, nil
 }
+
+// x-forwarded-client-cert is believed only from the proxies binding.xfcc
+// names: from anyone else the upstream must not get it either, or it would
+// take the client's word for a certificate. Public routes and dry-run allows
+// strip it too.
+func TestCheckStripsUntrustedXFCC(t *testing.T) {
+	const gw = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+	b, err := binding.New(binding.Config{XFCC: &binding.XFCCConfig{TrustedPrincipals: []string{gw}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := authz.New(authz.Config{Logger: quiet, Decider: allowAll{}, Realm: "test", Binder: b,
+		PublicPaths: []string{"/public"}, Resolver: boundResolver{"tok": {"sub": "carol"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const forged = "Hash=0000000000000000000000000000000000000000000000000000000000000000"
+	cases := []struct {
+		name, path, principal string
+		strip                 bool
+	}{
+		{"client-sent, no principal", "/api/x", "", true},
+		{"client-sent, another principal", "/api/x", "spiffe://cluster.local/ns/default/sa/attacker", true},
+		{"client-sent, public route", "/public", "", true},
+		{"from the trusted gateway", "/api/x", gw, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := request(map[string]string{"authorization": "Bearer tok", "x-forwarded-client-cert": forged})
+			r.Path = tc.path
+			r.Source.Principal = tc.principal
+			d := e.Check(context.Background(), r)
+			if !d.Allowed {
+				t.Fatalf("denied: %d %s", d.Status, d.Reason)
+			}
+			if got := slices.Contains(d.RemoveHeaders, "x-forwarded-client-cert"); got != tc.strip {
+				t.Errorf("x-forwarded-client-cert removed = %v, want %v (remove %v)", got, tc.strip, d.RemoveHeaders)
+			}
+		})
+	}
+}

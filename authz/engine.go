@@ -265,6 +265,7 @@ func (e *Engine) forward(r *Request, tok *token.Token, d *Decision) {
 			d.RemoveHeaders = append(d.RemoveHeaders, k)
 		}
 	}
+	e.forwardedCert(r, d)
 }
 
 func (e *Engine) owned(name string) bool {

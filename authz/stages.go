@@ -18,6 +18,10 @@ type Binder interface {
 	// Algorithms are the DPoP proof algorithms accepted, for the algs
 	// parameter of DPoP challenges.
 	Algorithms() []string
+	// TrustsForwardedCert reports whether the source peer (principal,
+	// address) is a proxy trusted to tell the client certificate in
+	// x-forwarded-client-cert; from any other peer the header is stripped.
+	TrustsForwardedCert(principal, address string) bool
 }
 
 // Resolver turns a presented credential into a Token (authz/token).

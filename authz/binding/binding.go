@@ -63,6 +63,13 @@ type Input struct {
 	// Certificate is the client's TLS certificate as Envoy forwards it with
 	// include_peer_certificate: URL-encoded PEM; empty without one.
 	Certificate string
+	// ForwardedCert is the x-forwarded-client-cert header (its occurrences
+	// joined by commas), read only when the source peer is a trusted proxy
+	// (Config.XFCC).
+	ForwardedCert string
+	// PeerPrincipal and PeerAddress are the CheckRequest's source peer: the
+	// principal of its certificate as Envoy reports it, its IP address.
+	PeerPrincipal, PeerAddress string
 	// Require is the route's requirement; Config.RequireSenderConstrained
 	// raises it to at least RequireAny.
 	Require Requirement
@@ -143,6 +150,10 @@ type Config struct {
 	// RequireSenderConstrained demands a bound token on every route (FAPI
 	// 2.0), whatever the route says.
 	RequireSenderConstrained bool
+	// XFCC, when set, names the proxies in front of Envoy whose
+	// x-forwarded-client-cert tells the client certificate of
+	// certificate-bound tokens; nil: the header is never read.
+	XFCC *XFCCConfig
 	// Origins are the API's external origins (https://api.example.com):
 	// when set, a DPoP proof's htu must name one of them rather than the
 	// :scheme and :authority the client sent (see htuMatches).
@@ -166,6 +177,7 @@ type Binder struct {
 	replay   ReplayStore
 	nonces   *nonces
 	origins  []origin
+	xfcc     *xfccTrust
 	headers  *headerCache
 	require  Requirement
 	now      func() time.Time
@@ -216,6 +228,9 @@ func New(cfg Config) (*Binder, error) {
 	}
 	var err error
 	if b.origins, err = parseOrigins(cfg.Origins); err != nil {
+		return nil, err
+	}
+	if b.xfcc, err = newXFCCTrust(cfg.XFCC); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -269,7 +284,7 @@ func (b *Binder) Bind(ctx context.Context, in Input, tok *token.Token) (Result, 
 		}
 	}
 	if x5t != "" {
-		if err := checkCertificate(in.Certificate, x5t); err != nil {
+		if err := b.clientCertificate(&in, x5t); err != nil {
 			return Result{}, withScheme(err, in.Scheme)
 		}
 	}

@@ -29,13 +29,33 @@ func checkCertificate(encoded, x5t string) *Error {
 	if block == nil {
 		return errBadCertificate
 	}
-	sum := sha256.Sum256(block.Bytes)
+	return matchThumbprint(sha256.Sum256(block.Bytes), x5t)
+}
+
+// matchThumbprint compares a certificate's SHA-256 with the token's
+// cnf."x5t#S256" (base64url, unpadded), in constant time.
+func matchThumbprint(sum [sha256.Size]byte, x5t string) *Error {
 	var got [43]byte
 	base64.RawURLEncoding.Encode(got[:], sum[:])
 	if subtle.ConstantTimeCompare(got[:], []byte(x5t)) != 1 {
 		return errCertMismatch
 	}
 	return nil
+}
+
+// clientCertificate checks the client certificate of in against x5t: the
+// one a trusted proxy forwarded in XFCC when the request came from such a
+// proxy (its own peer certificate is then the proxy's, not the client's),
+// else the peer certificate of the connection Envoy saw.
+func (b *Binder) clientCertificate(in *Input, x5t string) *Error {
+	if !b.xfcc.trusts(in.PeerPrincipal, in.PeerAddress) {
+		return checkCertificate(in.Certificate, x5t)
+	}
+	sum, err := forwardedThumbprint(in.ForwardedCert)
+	if err != nil {
+		return err
+	}
+	return matchThumbprint(sum, x5t)
 }
 
 // decodeCertificate reads the first PEM certificate of Envoy's URL-encoded

@@ -45,6 +45,35 @@ type Binding struct {
 	// every route (FAPI 2.0); otherwise routes demand it with Envoy's
 	// context_extensions sender_constrained.
 	RequireSenderConstrained bool `yaml:"require_sender_constrained"`
+	// XFCC names the proxies trusted to tell the client certificate in
+	// x-forwarded-client-cert.
+	XFCC XFCC `yaml:"xfcc"`
+}
+
+// XFCC says which source peers of the CheckRequest may tell the client
+// certificate in x-forwarded-client-cert (RFC 8705 behind a proxy that
+// terminates TLS). Every list that is set must match; none set: the header
+// is never read, and stripped.
+type XFCC struct {
+	// TrustedPrincipals are source principals, matched exactly.
+	TrustedPrincipals []string `yaml:"trusted_principals"`
+	// TrustedAddresses are source IP addresses or CIDR prefixes.
+	TrustedAddresses []string `yaml:"trusted_addresses"`
+}
+
+// validate checks the xfcc section.
+func (x *XFCC) validate() error {
+	for i, p := range x.TrustedPrincipals {
+		if strings.TrimSpace(p) == "" {
+			return &Error{fmt.Sprintf("binding.xfcc.trusted_principals[%d]", i), "must not be empty"}
+		}
+	}
+	for i, a := range x.TrustedAddresses {
+		if _, err := binding.ParseAddressPrefix(a); err != nil {
+			return &Error{fmt.Sprintf("binding.xfcc.trusted_addresses[%d]", i), err.Error()}
+		}
+	}
+	return nil
 }
 
 // dpopAlgorithms are the algorithms dpop.algorithms may name.

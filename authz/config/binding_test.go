@@ -71,6 +71,10 @@ func TestDPoPInvalidNamesKey(t *testing.T) {
 		{"dpop: { origins: [\"https://api.bank.example\", \"https://api.bank.example/v1\"] }\n", "dpop.origins[1]"},
 		{"dpop:\n  nonce:\n    enable: true\n", "dpop.nonce.enable"},
 		{"binding:\n  require_sender_constraint: true\n", "binding.require_sender_constraint"},
+		{"binding:\n  xfcc:\n    trusted_addresses: [gateway.local]\n", "binding.xfcc.trusted_addresses[0]"},
+		{"binding:\n  xfcc:\n    trusted_addresses: [10.0.0.0/8, 10.0.0.0/40]\n", "binding.xfcc.trusted_addresses[1]"},
+		{"binding:\n  xfcc:\n    trusted_principals: [\"\"]\n", "binding.xfcc.trusted_principals[0]"},
+		{"binding:\n  xfcc:\n    trusted_principal: [x]\n", "binding.xfcc.trusted_principal"},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {

@@ -386,6 +386,9 @@ func (c *Config) Validate() error {
 	if err := c.DPoP.validate(); err != nil {
 		return err
 	}
+	if err := c.Binding.XFCC.validate(); err != nil {
+		return err
+	}
 	if err := c.validateFAPI(); err != nil {
 		return err
 	}

@@ -17,6 +17,9 @@ func binder(cfg config.Config, replay binding.ReplayStore) (authz.Binder, error)
 		RequireSenderConstrained: cfg.Binding.RequireSenderConstrained,
 		Origins:                  cfg.DPoP.Origins,
 	}
+	if x := cfg.Binding.XFCC; len(x.TrustedPrincipals) > 0 || len(x.TrustedAddresses) > 0 {
+		bc.XFCC = &binding.XFCCConfig{TrustedPrincipals: x.TrustedPrincipals, TrustedAddresses: x.TrustedAddresses}
+	}
 	if n := cfg.DPoP.Nonce; n.Enabled {
 		bc.Nonce = &binding.NonceConfig{Secret: n.Secret, Lifetime: n.Lifetime.D()}
 	}
