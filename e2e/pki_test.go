@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,8 +72,8 @@ func (ca *testCA) server(t *testing.T, name string, hosts ...string) *leafCert {
 	return ca.issue(t, name, x509.ExtKeyUsageServerAuth, hosts)
 }
 
-// client issues a client certificate, with hosts (DNS names or IPs) as
-// subject alternative names if any.
+// client issues a client certificate, with hosts (DNS names, IPs or URIs)
+// as subject alternative names if any.
 func (ca *testCA) client(t *testing.T, name string, hosts ...string) *leafCert {
 	t.Helper()
 	return ca.issue(t, name, x509.ExtKeyUsageClientAuth, hosts)
@@ -92,6 +93,14 @@ func (ca *testCA) issue(t *testing.T, name string, usage x509.ExtKeyUsage, hosts
 		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	for _, h := range hosts {
+		if strings.Contains(h, "://") { // a URI SAN, e.g. a SPIFFE id
+			u, err := url.Parse(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmpl.URIs = append(tmpl.URIs, u)
+			continue
+		}
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 		} else {
