@@ -12,6 +12,7 @@ import (
 	"github.com/phantom-authz/phantom-authz/authz/binding"
 	"github.com/phantom-authz/phantom-authz/authz/mint"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
+	"github.com/phantom-authz/phantom-authz/authz/route"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
@@ -52,6 +53,31 @@ func BenchmarkEngineAllowPolicyOnly(b *testing.B) {
 // BenchmarkEngineCachedOpaque is the phantom-token hot path: a cached opaque
 // token → default policy → JWT injected.
 func BenchmarkEngineCachedOpaque(b *testing.B) {
+	runAllow(b, cachedOpaqueEngine(b, authz.Config{}), benchRequest("Bearer 2YotnFZFEjr1zCsicMWpAA"))
+}
+
+// BenchmarkEngineCachedOpaqueRoutes is the hot path behind a route table:
+// the request matches the fourth entry (a path template), whose API gets its
+// own JWT (aud, narrowed scope), kept with the cached token.
+func BenchmarkEngineCachedOpaqueRoutes(b *testing.B) {
+	routes, err := route.NewTable([]route.Entry{
+		{Name: "health", PathPrefix: "/health", Settings: route.Settings{Public: true}},
+		{Name: "payments", Hosts: []string{"*.payments.example.com"}, PathPrefix: "/", Settings: route.Settings{API: "payments"}},
+		{Name: "admin", Path: "/admin", Methods: []string{"POST"}, Settings: route.Settings{API: "admin", SenderConstrained: "mtls"}},
+		{Name: "account", Path: "/api/accounts/{id}", Settings: route.Settings{API: "accounts",
+			Upstream: &route.Upstream{Audience: []string{"https://accounts.internal"}, Scopes: []string{"read"}}}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := benchRequest("Bearer 2YotnFZFEjr1zCsicMWpAA")
+	r.ContextExtensions = nil
+	runAllow(b, cachedOpaqueEngine(b, authz.Config{Routes: routes}), r)
+}
+
+// cachedOpaqueEngine is an engine with the default policy, introspection
+// (of a stand-in OAuth server) and minting, and cfg's Routes.
+func cachedOpaqueEngine(b *testing.B, cfg authz.Config) *authz.Engine {
 	introspect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
@@ -59,7 +85,7 @@ func BenchmarkEngineCachedOpaque(b *testing.B) {
 			"exp": time.Now().Add(time.Hour).Unix(), "iss": "https://login.example.com",
 		})
 	}))
-	defer introspect.Close()
+	b.Cleanup(introspect.Close)
 	pol, err := policy.New(policy.Config{Dir: "../policies"})
 	if err != nil {
 		b.Fatal(err)
@@ -68,7 +94,7 @@ func BenchmarkEngineCachedOpaque(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer m.Close()
+	b.Cleanup(func() { _ = m.Close() })
 	var e *authz.Engine
 	res, err := token.New(token.Config{
 		Introspection: &token.IntrospectionConfig{Endpoint: introspect.URL, ClientID: "pa", ClientSecret: "s", AllowInsecureHTTP: true},
@@ -77,12 +103,12 @@ func BenchmarkEngineCachedOpaque(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer res.Close()
-	e, err = authz.New(authz.Config{Decider: pol, Resolver: res, Minter: m, OwnedHeaders: []string{"x-jwt-*", "x-user-*"}})
+	b.Cleanup(res.Close)
+	e, err = authz.New(authz.Config{Decider: pol, Resolver: res, Minter: m, Upstream: m, Routes: cfg.Routes, OwnedHeaders: []string{"x-jwt-*", "x-user-*"}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	runAllow(b, e, benchRequest("Bearer 2YotnFZFEjr1zCsicMWpAA"))
+	return e
 }
 
 func runAllow(b *testing.B, e *authz.Engine, r *authz.Request) {

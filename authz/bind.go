@@ -11,8 +11,8 @@ import (
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
-// SenderConstrainedKey is the context_extensions key with which an Envoy
-// route demands sender-constrained tokens: "required" (DPoP or certificate),
+// SenderConstrainedKey is the context_extensions (or route table) key with
+// which a route demands sender-constrained tokens: "required" (DPoP or certificate),
 // "dpop", "mtls", or "optional" (the default: bindings are verified where
 // tokens have them).
 const SenderConstrainedKey = "sender_constrained"
@@ -51,7 +51,7 @@ func (e *Engine) bind(ctx context.Context, r *Request, cred credential.Credentia
 	if e.cfg.Binder == nil {
 		return bound{}, nil
 	}
-	req, err := binding.ParseRequirement(r.ContextExtensions[SenderConstrainedKey])
+	req, err := binding.ParseRequirement(r.Route.SenderConstrained)
 	if err != nil {
 		d := deny(500, "route_misconfigured", "", "This route is misconfigured.")
 		return bound{}, &d
@@ -144,7 +144,7 @@ func (e *Engine) denialScheme(r *Request, d *Decision) {
 		return
 	}
 	auth := r.Headers["authorization"]
-	if len(auth) > 5 && strings.EqualFold(auth[:5], "dpop ") || r.ContextExtensions[SenderConstrainedKey] == "dpop" {
+	if len(auth) > 5 && strings.EqualFold(auth[:5], "dpop ") || r.Route.SenderConstrained == "dpop" {
 		d.Scheme = SchemeDPoP
 	}
 }

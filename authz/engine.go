@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/phantom-authz/phantom-authz/authz/credential"
+	"github.com/phantom-authz/phantom-authz/authz/route"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
@@ -32,8 +33,11 @@ type Config struct {
 	Binder Binder
 	// Realm is the realm of WWW-Authenticate challenges (default "phantom-authz").
 	Realm string
-	// PublicPaths need no credential: exact paths, or prefixes ending in "*".
-	// Envoy can also mark a route public with context_extensions public: "true".
+	// Routes is the route table (nil: routes come from Envoy's context
+	// extensions and route metadata alone).
+	Routes *route.Table
+	// PublicPaths need no credential: exact paths, or prefixes ending in "*",
+	// matched on the normalised path. A route can be public too.
 	PublicPaths []string
 	// OwnedHeaders are request headers phantom-authz owns (exact names, or
 	// prefixes ending in "*"); any a client sends are removed on allow.
@@ -50,9 +54,10 @@ type Config struct {
 	// InteractionID echoes the client's x-fapi-interaction-id (a UUID) to
 	// the upstream and the response, or generates one (FAPI).
 	InteractionID bool
-	// Pairwise mints the upstream JWT of a pairwise sector (a pseudonymous
-	// sub per upstream); nil: a route that asks for a sector is refused.
-	Pairwise SectorMinter
+	// Upstream mints the JWT of one upstream API: a route's upstream_jwt
+	// (its own aud, claims, narrowed scope) or pairwise sector (a
+	// pseudonymous sub). Nil: a route that asks for either is refused.
+	Upstream UpstreamMinter
 	// PairwiseSectors maps an API (context_extensions api) to its pairwise
 	// sector. A route can name its sector with context_extensions
 	// pairwise_sector instead.
@@ -185,6 +190,9 @@ func (e *Engine) check(ctx context.Context, r *Request, st *checkState) Decision
 	if len(r.Body) > e.cfg.MaxBodyBytes || len(r.RawBody) > e.cfg.MaxBodyBytes {
 		return deny(413, "body_too_large", "", "The request body is too large.")
 	}
+	if denied := e.selectRoute(r, st); denied != nil {
+		return *denied
+	}
 
 	var tok *token.Token
 	var b bound
@@ -226,9 +234,10 @@ func (e *Engine) check(ctx context.Context, r *Request, st *checkState) Decision
 		return d
 	}
 	if _, err := e.upstreamJWT(r, tok); err != nil {
-		// A pairwise sector without its JWT: the real subject must not go.
+		// An API's own JWT (or its pairwise sector's) could not be made:
+		// a JWT meant for others, or the real subject, must not go.
 		st.err = err
-		return deny(503, "pairwise_error", "", "The token for the upstream API could not be issued.")
+		return deny(503, "upstream_jwt_error", "", "The token for the upstream API could not be issued.")
 	}
 	e.forward(r, tok, &d)
 	e.forwardBound(r, b, &d)
@@ -248,8 +257,8 @@ func (e *Engine) forward(r *Request, tok *token.Token, d *Decision) {
 			}
 		}
 	case tok != nil:
-		// The token's JWT, or its pairwise sector's (kept with the token
-		// once check has minted it).
+		// The token's JWT, or its API's or pairwise sector's (kept with
+		// the token once check has minted it).
 		jwt, err := e.upstreamJWT(r, tok)
 		if err != nil || jwt == "" {
 			// An active token without an upstream JWT means minting is off;
@@ -280,14 +289,42 @@ func (e *Engine) owned(name string) bool {
 	return false
 }
 
+// selectRoute is the route stage: it selects r's route once, for every
+// later stage to read (r.Route), or returns the denial.
+func (e *Engine) selectRoute(r *Request, st *checkState) *Decision {
+	var err error
+	r.Route, err = e.cfg.Routes.Select(&route.Request{
+		Method: r.Method, Host: r.Host, Path: r.Path,
+		ContextExtensions: r.ContextExtensions, Metadata: r.RouteMetadata,
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, route.ErrPath):
+		// An encoded slash or backslash: the upstream could see other
+		// segments than the route table did.
+		d := deny(400, "invalid_path", "invalid_request", "The request path cannot be matched to a route.")
+		return &d
+	default:
+		st.err = err
+		d := deny(500, "route_misconfigured", "", "This route is misconfigured.")
+		return &d
+	}
+}
+
 func (e *Engine) public(r *Request) bool {
-	if r.ContextExtensions["public"] == "true" {
+	if r.Route.Public {
 		return true
 	}
 	if len(e.publicExact) == 0 && len(e.publicPref) == 0 {
 		return false
 	}
-	p := pathOnly(r.Path)
+	// The normalised path, so that /health/../admin is not public; a path
+	// that cannot be normalised needs a credential.
+	p, err := route.Normalize(pathOnly(r.Path))
+	if err != nil {
+		return false
+	}
 	if e.publicExact[p] {
 		return true
 	}

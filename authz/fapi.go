@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/phantom-authz/phantom-authz/authz/mint"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
@@ -53,40 +54,58 @@ const PairwiseSectorKey = "pairwise_sector"
 // pairwise_sector, else the one configured for its API; "" when the
 // upstream gets the real subject.
 func (e *Engine) sector(r *Request) string {
-	if s := r.ContextExtensions[PairwiseSectorKey]; s != "" {
+	if s := r.Route.PairwiseSector; s != "" {
 		return s
 	}
 	if len(e.cfg.PairwiseSectors) == 0 {
 		return ""
 	}
-	return e.cfg.PairwiseSectors[r.ContextExtensions["api"]]
+	return e.cfg.PairwiseSectors[r.Route.API]
 }
 
-// errNoPairwise: a route asks for a pairwise subject but none can be made.
-// Forwarding the real subject instead would defeat the point, so it denies.
-var errNoPairwise = errors.New("authz: pairwise subjects are not configured")
+// errNoUpstreamMinter: a route asks for its API's own JWT or a pairwise
+// subject but none can be made. Forwarding the token's JWT instead would
+// defeat the point (an audience meant for others, the real subject), so it
+// denies.
+var errNoUpstreamMinter = errors.New("authz: per-API JWTs and pairwise subjects are not configured")
 
 // upstreamJWT is the JWT to forward for tok on this request: the token's
-// own, or, when the upstream is in a pairwise sector, one with the sector's
-// pseudonymous sub, minted on first use and kept with the token.
+// own; or, when the route's API has upstream_jwt settings or its upstream
+// is in a pairwise sector, one minted for it on first use and kept with the
+// token, so one JWT is signed per token and API. An API's settings do not
+// replace a JWT the OAuth server (or the client) gave unless they ask to
+// (Reissue).
 func (e *Engine) upstreamJWT(r *Request, tok *token.Token) (string, error) {
 	if tok == nil {
 		return "", nil
 	}
 	sector := e.sector(r)
-	if sector == "" {
+	up := r.Route.Upstream
+	if up != nil && !up.Reissue && !tok.Minted {
+		up = nil
+	}
+	if sector == "" && up == nil {
 		return tok.JWT, nil
 	}
-	if e.cfg.Pairwise == nil {
-		return "", errNoPairwise
+	if e.cfg.Upstream == nil {
+		return "", errNoUpstreamMinter
 	}
-	if jwt, ok := tok.SectorJWT(sector, time.Now()); ok {
+	key := sector
+	spec := mint.Upstream{Sector: sector}
+	if up != nil {
+		key = up.Key
+		if sector != "" {
+			key += "\x00" + sector
+		}
+		spec.Audience, spec.CopyClaims, spec.Scopes = up.Audience, up.CopyClaims, up.Scopes
+	}
+	if jwt, ok := tok.SectorJWT(key, time.Now()); ok {
 		return jwt, nil
 	}
-	jwt, exp, err := e.cfg.Pairwise.MintForSector(tok, sector)
+	jwt, exp, err := e.cfg.Upstream.MintUpstream(tok, spec)
 	if err != nil {
 		return "", err
 	}
-	tok.SetSectorJWT(sector, jwt, exp)
+	tok.SetSectorJWT(key, jwt, exp)
 	return jwt, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/phantom-authz/phantom-authz/authz"
 	"github.com/phantom-authz/phantom-authz/authz/credential"
+	"github.com/phantom-authz/phantom-authz/authz/mint"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
@@ -133,7 +134,8 @@ type sectorMinter struct {
 	ttl time.Duration
 }
 
-func (m *sectorMinter) MintForSector(tok *token.Token, sector string) (string, time.Time, error) {
+func (m *sectorMinter) MintUpstream(tok *token.Token, up mint.Upstream) (string, time.Time, error) {
+	sector := up.Sector
 	if m.err != nil {
 		return "", time.Time{}, m.err
 	}
@@ -150,11 +152,11 @@ func TestPairwiseSectors(t *testing.T) {
 	newTok := func() *token.Token {
 		return &token.Token{Active: true, Kind: token.KindOpaque, Subject: "user-1", JWT: "plain-jwt"}
 	}
-	engine := func(tok *token.Token, m authz.SectorMinter, sectors map[string]string) *authz.Engine {
+	engine := func(tok *token.Token, m authz.UpstreamMinter, sectors map[string]string) *authz.Engine {
 		cfg := authz.Config{Decider: decisionDecider{authz.Decision{Allowed: true}}, Resolver: oneToken{tok},
 			PairwiseSectors: sectors, Logger: fapiLog}
 		if m != nil {
-			cfg.Pairwise = m
+			cfg.Upstream = m
 		}
 		e, err := authz.New(cfg)
 		if err != nil {
@@ -210,7 +212,7 @@ func TestPairwiseSectors(t *testing.T) {
 	})
 
 	// The real subject never goes to an upstream that asks for a pairwise one.
-	for name, m := range map[string]authz.SectorMinter{
+	for name, m := range map[string]authz.UpstreamMinter{
 		"pairwise not configured": nil,
 		"minting fails":           &sectorMinter{err: errors.New("mint: boom")},
 	} {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/phantom-authz/phantom-authz/authz/credential"
 	"github.com/phantom-authz/phantom-authz/authz/decisionlog"
+	"github.com/phantom-authz/phantom-authz/authz/route"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
@@ -236,7 +237,7 @@ func (o *observer) finish(ctx context.Context, span trace.Span, r *Request, d *D
 			DryRun:      dry,
 			Status:      status,
 			Reason:      d.Reason,
-			Route:       r.ContextExtensions["api"],
+			Route:       r.Route.API,
 			Method:      r.Method,
 			Path:        pathOnly(r.Path),
 			Auth:        authOf(st),
@@ -268,7 +269,7 @@ func (o *observer) annotate(span trace.Span, r *Request, d *Decision, st *checkS
 		attrAuth.String(authOf(st)),
 		attrDryRun.Bool(dry),
 	)
-	if route := r.ContextExtensions["api"]; route != "" {
+	if route := r.Route.API; route != "" {
 		kv = append(kv, attrRoute.String(route))
 	}
 	if o.revision != nil {
@@ -325,7 +326,7 @@ func (e *Engine) logDenial(ctx context.Context, r *Request, d *Decision, st *che
 	attrs := []slog.Attr{
 		slog.String("reason", d.Reason), slog.Int("status", d.Status),
 		slog.String("method", r.Method), slog.String("path", pathOnly(r.Path)),
-		slog.String("route", r.ContextExtensions["api"]), slog.String("request_id", r.ID),
+		slog.String("route", r.Route.API), slog.String("request_id", r.ID),
 	}
 	if dry {
 		attrs = append(attrs, slog.Bool("dry_run", true))
@@ -341,11 +342,11 @@ func (e *Engine) logDenial(ctx context.Context, r *Request, d *Decision, st *che
 
 // dryRun reports whether r's route is in dry-run mode.
 func (e *Engine) dryRun(r *Request) bool {
-	if r.ContextExtensions["dry_run"] == "true" || e.cfg.DryRun.All {
+	if r.Route.DryRun || e.cfg.DryRun.All {
 		return true
 	}
 	if len(e.cfg.DryRun.Routes) > 0 {
-		if api := r.ContextExtensions["api"]; api != "" {
+		if api := r.Route.API; api != "" {
 			for _, route := range e.cfg.DryRun.Routes {
 				if route == api {
 					return true
@@ -354,7 +355,10 @@ func (e *Engine) dryRun(r *Request) bool {
 		}
 	}
 	if len(e.cfg.DryRun.Paths) > 0 {
-		p := pathOnly(r.Path)
+		p, err := route.Normalize(pathOnly(r.Path))
+		if err != nil {
+			return false
+		}
 		for _, pat := range e.cfg.DryRun.Paths {
 			if pre, ok := strings.CutSuffix(pat, "*"); ok && strings.HasPrefix(p, pre) || p == pat {
 				return true

@@ -4,7 +4,11 @@
 // authz/server translates at the edge.
 package authz
 
-import "time"
+import (
+	"time"
+
+	"github.com/phantom-authz/phantom-authz/authz/route"
+)
 
 // Request is one HTTP request as Envoy describes it in a CheckRequest,
 // free of protobuf types. Field names follow Envoy's AttributeContext so the
@@ -37,11 +41,19 @@ type Request struct {
 	// ContextExtensions are the per-route values set in Envoy's config
 	// (check_settings.context_extensions); policies use them to tell routes apart.
 	ContextExtensions map[string]string
+	// RouteMetadata are the settings of Envoy's route metadata under the
+	// "phantom-authz" namespace (route_metadata_context), as strings.
+	RouteMetadata map[string]string
 	// MetadataContext is Envoy's filter metadata, already converted to plain
 	// Go values (maps, slices, strings, numbers, bools).
 	MetadataContext map[string]any
 	// TLSSNI is the server name the client asked for in the TLS handshake.
 	TLSSNI string
+
+	// Route is the route the Engine selected for the request (its route
+	// table, route metadata, context extensions), before any other stage
+	// ran; whatever a caller puts here is replaced.
+	Route route.Route
 }
 
 // Peer is one side of the connection.

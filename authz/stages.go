@@ -6,6 +6,7 @@ import (
 
 	"github.com/phantom-authz/phantom-authz/authz/binding"
 	"github.com/phantom-authz/phantom-authz/authz/credential"
+	"github.com/phantom-authz/phantom-authz/authz/mint"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
@@ -50,9 +51,10 @@ type Minter interface {
 	Mint(tok *token.Token) error
 }
 
-// SectorMinter signs the JWT forwarded to an upstream in a pairwise sector:
-// the token's claims with a pairwise pseudonymous sub for that sector
-// (authz/mint). exp is the JWT's expiry.
-type SectorMinter interface {
-	MintForSector(tok *token.Token, sector string) (jwt string, exp time.Time, err error)
+// UpstreamMinter signs the JWT forwarded to one upstream API (authz/mint):
+// the token's claims with that API's audience, claims and narrowed scope,
+// and, in a pairwise sector, a pairwise pseudonymous sub. exp is the JWT's
+// expiry.
+type UpstreamMinter interface {
+	MintUpstream(tok *token.Token, up mint.Upstream) (jwt string, exp time.Time, err error)
 }

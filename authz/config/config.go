@@ -35,6 +35,7 @@ type Config struct {
 	DryRun        DryRun         `yaml:"dry_run"`
 	Redis         Redis          `yaml:"redis"`
 	Admin         Admin          `yaml:"admin"`
+	Routes        []Route        `yaml:"routes"`
 }
 
 // GRPC is the ext_authz gRPC server.
@@ -401,7 +402,7 @@ func (c *Config) Validate() error {
 	if err := c.Admin.validate(); err != nil {
 		return err
 	}
-	return nil
+	return c.validateRoutes()
 }
 
 func (in *Introspection) validate() error {

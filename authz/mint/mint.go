@@ -240,18 +240,19 @@ func validKID(s string) bool {
 // Its exp is the token's, capped at now+MaxLifetime; an inactive or expired
 // token is refused with an error wrapping token.ErrInactive.
 func (m *Minter) Mint(tok *token.Token) error {
-	signed, exp, err := m.sign(tok, nil)
+	signed, exp, err := m.sign(tok, nil, nil)
 	if err != nil {
 		return err
 	}
-	tok.JWT, tok.JWTExpiry = signed, exp
+	tok.JWT, tok.JWTExpiry, tok.Minted = signed, exp, true
 	return nil
 }
 
-// sign signs the upstream JWT of tok and returns it with its expiry.
-// subject, when not nil, turns the token's subject into the JWT's sub and
-// may add claims.
-func (m *Minter) sign(tok *token.Token, subject func(sub string, claims map[string]any) string) (string, time.Time, error) {
+// sign signs the upstream JWT of tok and returns it with its expiry. up,
+// when not nil, overrides the audience, the copied claims and narrows the
+// scope (see MintUpstream). subject, when not nil, turns the token's
+// subject into the JWT's sub and may add claims.
+func (m *Minter) sign(tok *token.Token, up *Upstream, subject func(sub string, claims map[string]any) string) (string, time.Time, error) {
 	if tok == nil || !tok.Active {
 		return "", time.Time{}, fmt.Errorf("mint: %w", token.ErrInactive)
 	}
@@ -283,8 +284,20 @@ func (m *Minter) sign(tok *token.Token, subject func(sub string, claims map[stri
 		return "", time.Time{}, fmt.Errorf("mint: jti: %w", err)
 	}
 
-	claims := make(map[string]any, 8+len(m.copyClaims))
-	for _, name := range m.copyClaims {
+	copyClaims, audience, scopes := m.copyClaims, m.audience, tok.Scopes
+	if up != nil {
+		if up.CopyClaims != nil {
+			copyClaims = withConfirmation(up.CopyClaims)
+		}
+		if len(up.Audience) > 0 {
+			audience = up.Audience
+		}
+		if up.Scopes != nil {
+			scopes = narrow(tok.Scopes, up.Scopes)
+		}
+	}
+	claims := make(map[string]any, 8+len(copyClaims))
+	for _, name := range copyClaims {
 		if v, ok := tok.Claims[name]; ok && v != nil {
 			claims[name] = v
 		}
@@ -294,15 +307,15 @@ func (m *Minter) sign(tok *token.Token, subject func(sub string, claims map[stri
 	}
 	claims[jwt.IssuerKey] = m.issuer
 	claims[jwt.SubjectKey] = sub
-	claims[jwt.AudienceKey] = m.audience
+	claims[jwt.AudienceKey] = audience
 	claims[jwt.ExpirationKey] = expSec
 	claims[jwt.IssuedAtKey] = nowSec
 	claims[jwt.JwtIDKey] = base64.RawURLEncoding.EncodeToString(jti[:])
 	if tok.ClientID != "" {
 		claims["client_id"] = tok.ClientID
 	}
-	if len(tok.Scopes) > 0 {
-		claims["scope"] = strings.Join(tok.Scopes, " ")
+	if len(scopes) > 0 {
+		claims["scope"] = strings.Join(scopes, " ")
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {

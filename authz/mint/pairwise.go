@@ -97,7 +97,13 @@ func (m *Minter) MintForSector(tok *token.Token, sector string) (string, time.Ti
 		return "", time.Time{}, errors.New("mint: pairwise: no keys configured")
 	}
 	iss, _ := tok.Claims["iss"].(string)
-	return m.sign(tok, func(sub string, claims map[string]any) string {
+	return m.sign(tok, nil, m.pairwiseSubject(sector, iss))
+}
+
+// pairwiseSubject turns a subject of issuer iss into its pairwise subject
+// in sector, adding pairwise_kid and pairwise_previous.
+func (m *Minter) pairwiseSubject(sector, iss string) func(sub string, claims map[string]any) string {
+	return func(sub string, claims map[string]any) string {
 		keys := m.pairwise.keys
 		if len(keys) > 1 {
 			prev := make(map[string]string, len(keys)-1)
@@ -108,5 +114,5 @@ func (m *Minter) MintForSector(tok *token.Token, sector string) (string, time.Ti
 		}
 		claims[ClaimPairwiseKID] = keys[0].ID
 		return derive(keys[0], sector, iss, sub)
-	})
+	}
 }

@@ -66,6 +66,7 @@ const (
 	opContextExtension
 	opSNI
 	opTarget // the path and query parsed_path and parsed_query come from
+	opRoute  // input.route: the selected route and its params
 )
 
 // keyPlan is how a policy set keys its decisions: the request fields its
@@ -126,6 +127,9 @@ func newKeyPlan(c *ast.Compiler, n *need) *keyPlan {
 	}
 	if n.has(kParsedPath) || n.has(kParsedQuery) {
 		p.ops = append(p.ops, keyOp{kind: opTarget})
+	}
+	if n.has(kRoute) {
+		p.ops = append(p.ops, keyOp{kind: opRoute})
 	}
 	// parsed_body and truncated_body: a request with a body is never cached
 	// (see writeKey), and without one they are constant; so is version.
@@ -277,6 +281,20 @@ func (p *keyPlan) writeKey(w *keyWriter, r *authz.Request) bool {
 		case opTarget:
 			w.str(r.Path)
 			w.str(r.Query)
+		case opRoute:
+			rt := &r.Route
+			if !rt.Matched() {
+				w.uvarint(0) // no input.route at all
+				break
+			}
+			w.uvarint(1 + uint64(len(rt.Params())))
+			w.str(rt.Name)
+			w.str(rt.API)
+			w.str(rt.Template)
+			for _, p := range rt.Params() {
+				w.str(p.Name)
+				w.str(p.Value)
+			}
 		}
 		if w.full {
 			return false

@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/route"
 )
 
 // The input is built directly as OPA AST values: no JSON round trip and no
@@ -67,6 +68,11 @@ var (
 	kTruncatedBody   = ast.StringTerm("truncated_body")
 	kVersion         = ast.StringTerm("version")
 	kToken           = ast.StringTerm("token")
+	kRoute           = ast.StringTerm("route")
+	kAPI             = ast.StringTerm("api")
+	kName            = ast.StringTerm("name")
+	kTemplate        = ast.StringTerm("template")
+	kParams          = ast.StringTerm("params")
 
 	tTrue  = ast.BooleanTerm(true)
 	tFalse = ast.BooleanTerm(false)
@@ -203,7 +209,24 @@ func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
 	if tok != nil && n.has(kToken) {
 		in.add(kToken, tok.term)
 	}
+	if r.Route.Matched() && n.has(kRoute) {
+		in.add(kRoute, b.route(&r.Route))
+	}
 	return b.object(&in), nil
+}
+
+// route is input.route: the route the engine selected (name, api, template
+// and the template's params), so policies need not parse paths again.
+func (b *builder) route(rt *route.Route) *ast.Term {
+	var f, p fields
+	f.str(b, all, kName, rt.Name)
+	f.str(b, all, kAPI, rt.API)
+	f.str(b, all, kTemplate, rt.Template)
+	for _, pr := range rt.Params() {
+		p.add(b.str(pr.Name), b.str(pr.Value))
+	}
+	f.add(kParams, b.object(&p))
+	return b.object(&f)
 }
 
 func (b *builder) attributes(n *need, r *authz.Request) *ast.Term {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/phantom-authz/phantom-authz/authz"
+	"github.com/phantom-authz/phantom-authz/authz/route"
 )
 
 // ToRequest converts Envoy's CheckRequest into the engine's Request. A
@@ -63,6 +65,7 @@ func ToRequest(in *authv3.CheckRequest) *authz.Request {
 		// so both views always agree and duplicates show as joined values.
 		r.Headers = joined
 	}
+	r.RouteMetadata = routeSettings(a.GetRouteMetadataContext().GetFilterMetadata()[route.Namespace])
 	if md := a.GetMetadataContext().GetFilterMetadata(); len(md) > 0 {
 		r.MetadataContext = make(map[string]any, len(md))
 		for k, s := range md {
@@ -70,6 +73,29 @@ func ToRequest(in *authv3.CheckRequest) *authz.Request {
 		}
 	}
 	return r
+}
+
+// routeSettings converts the route's metadata under route.Namespace to the
+// string form of context extensions: a bool is "true" or "false", a number
+// its decimal form (which the route stage refuses where it wants a bool).
+func routeSettings(s *structpb.Struct) map[string]string {
+	if len(s.GetFields()) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(s.GetFields()))
+	for k, v := range s.GetFields() {
+		switch x := v.GetKind().(type) {
+		case *structpb.Value_StringValue:
+			out[k] = x.StringValue
+		case *structpb.Value_BoolValue:
+			out[k] = strconv.FormatBool(x.BoolValue)
+		case *structpb.Value_NumberValue:
+			out[k] = strconv.FormatFloat(x.NumberValue, 'f', -1, 64)
+		default:
+			out[k] = v.String() // a list or object: never a valid setting
+		}
+	}
+	return out
 }
 
 // lowerKeys returns headers with lower-case names, as Request promises and

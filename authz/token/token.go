@@ -43,6 +43,9 @@ type Token struct {
 	// its exp; the cache never keeps the Token past it.
 	JWT       string
 	JWTExpiry time.Time
+	// Minted: JWT was signed by phantom-authz (authz/mint), not given by
+	// the OAuth server or the client; an API's own JWT replaces it.
+	Minted bool
 	// Prepared holds what later stages compute once per token and reuse on
 	// every request while the token is cached (the policy input of the token).
 	// Set by the Resolver's Prepare hook before the token enters the cache.

@@ -10,6 +10,7 @@ import (
 	"github.com/phantom-authz/phantom-authz/authz/mint"
 	"github.com/phantom-authz/phantom-authz/authz/policy"
 	"github.com/phantom-authz/phantom-authz/authz/redisstore"
+	"github.com/phantom-authz/phantom-authz/authz/route"
 	"github.com/phantom-authz/phantom-authz/authz/telemetry"
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
@@ -106,9 +107,21 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 	if err := observeEngine(&ecfg, cfg, tel); err != nil {
 		return nil, err
 	}
-	if cfg.Pairwise != nil && s.minter != nil {
-		ecfg.Pairwise = s.minter
+	if s.minter != nil {
+		ecfg.Upstream = s.minter
+	}
+	if cfg.Pairwise != nil {
 		ecfg.PairwiseSectors = cfg.Pairwise.Sectors
+	}
+	if ecfg.Routes, err = route.NewTable(config.Entries(cfg.Routes)); err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.Routes {
+		if u := ecfg.Routes.Upstream(r.API); u != nil && s.minter != nil {
+			if err := s.minter.CheckUpstream(mint.Upstream{Audience: u.Audience, CopyClaims: u.CopyClaims, Scopes: u.Scopes}); err != nil {
+				return nil, fmt.Errorf("routes: %s: upstream_jwt: %w", r.Name, err)
+			}
+		}
 	}
 	if credentials {
 		// The resolver prepares each token through the engine (mint, policy
