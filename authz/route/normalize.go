@@ -19,7 +19,9 @@ import (
 //     than the route table did;
 //   - runs of slashes are merged ("//admin" is /admin);
 //   - "." and ".." segments are removed (RFC 3986 §5.2.4), so
-//     "/accounts/../admin" is /admin, and matches only what /admin matches.
+//     "/accounts/../admin" is /admin, and matches only what /admin matches;
+//   - a path with both an empty segment and a ".." segment ("/a//../b") is
+//     refused (ErrPath): upstreams disagree on which goes first.
 //
 // These are the rules of Envoy's normalize_path, merge_slashes and
 // path_with_escaped_slashes_action: REJECT_REQUEST, so behind an Envoy set
@@ -56,7 +58,7 @@ func Normalize(p string) (string, error) {
 			b.WriteByte(c)
 		}
 	}
-	return removeDots(b.String()), nil
+	return removeDots(b.String())
 }
 
 // clean reports whether p needs no change: no escape, no backslash or
@@ -94,14 +96,27 @@ func hasControl(s string) bool {
 	return false
 }
 
-// removeDots merges slashes and removes dot segments of a decoded path.
-func removeDots(p string) string {
+// removeDots merges slashes and removes dot segments of a decoded path. A
+// path with both an empty and a ".." segment is refused: "/a//../b" is /b
+// to an upstream that merges slashes first (Go's path.Clean) and /a/b to
+// one that removes dot segments first (RFC 3986, Envoy's normalize_path
+// before merge_slashes), so no route can be chosen that both agree on.
+func removeDots(p string) (string, error) {
 	if p == "" || p[0] != '/' {
-		return p
+		return p, nil
 	}
 	trailing := strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
+	segs := strings.Split(p[1:], "/")
+	var empty, up bool
+	for i, seg := range segs {
+		empty = empty || seg == "" && i < len(segs)-1
+		up = up || seg == ".."
+	}
+	if empty && up {
+		return "", fmt.Errorf("%w: empty and .. segments together are ambiguous", ErrPath)
+	}
 	var out []string
-	for _, seg := range strings.Split(p[1:], "/") {
+	for _, seg := range segs {
 		switch seg {
 		case "", ".":
 		case "..":
@@ -116,7 +131,7 @@ func removeDots(p string) string {
 	if trailing && len(out) > 0 {
 		s += "/"
 	}
-	return s
+	return s, nil
 }
 
 func unreserved(c byte) bool {

@@ -84,6 +84,7 @@ func TestSelectRefusesAmbiguousPaths(t *testing.T) {
 	for _, p := range []string{
 		"/health/..%2Fadmin", "/health/..%2fadmin", "/health%5C..%5Cadmin", "/health\\..\\admin",
 		"/admin%00", "/admin%", "/admin%zz", "/admin\x00", "/admin\n",
+		"/health//../admin", "/admin//%2e%2E/health", "//../admin",
 	} {
 		_, err := tb.Select(&route.Request{Method: "GET", Path: p})
 		if !errors.Is(err, route.ErrPath) {
