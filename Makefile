@@ -11,7 +11,7 @@ all: build
 build: ## Build the binaries into bin/.
 	$(GO) build -o $(BIN)/phantom-authz ./cmd/phantom-authz
 
-tools: ## Install Envoy, Hydra and Jaeger into .tools/, and redis-server (apt) when missing (idempotent; fast when done).
+tools: ## Install Envoy, Hydra, Jaeger and Keycloak into .tools/, and redis-server (apt) when missing (idempotent; fast when done).
 	bash e2e/tools/install.sh
 
 test: tools ## Install what the tests need, then run every test, end-to-end included.

@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 	tools.jaeger, tools.jaegerErr = findTool("jaeger")
 
 	code := m.Run()
+	stopKeycloak()
 	if err := checkAllLogs(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		code = 1

@@ -41,7 +41,7 @@ type leafCert struct {
 	certFile, keyFile string // PEM
 }
 
-func newTestCA(t *testing.T, name string) *testCA {
+func newTestCA(t testing.TB, name string) *testCA {
 	t.Helper()
 	ca := &testCA{dir: t.TempDir(), key: newECKey(t)}
 	tmpl := &x509.Certificate{
@@ -67,21 +67,21 @@ func newTestCA(t *testing.T, name string) *testCA {
 }
 
 // server issues a server certificate for hosts (DNS names or IPs).
-func (ca *testCA) server(t *testing.T, name string, hosts ...string) *leafCert {
+func (ca *testCA) server(t testing.TB, name string, hosts ...string) *leafCert {
 	t.Helper()
 	return ca.issue(t, name, x509.ExtKeyUsageServerAuth, hosts)
 }
 
 // client issues a client certificate, with hosts (DNS names, IPs or URIs)
 // as subject alternative names if any.
-func (ca *testCA) client(t *testing.T, name string, hosts ...string) *leafCert {
+func (ca *testCA) client(t testing.TB, name string, hosts ...string) *leafCert {
 	t.Helper()
 	return ca.issue(t, name, x509.ExtKeyUsageClientAuth, hosts)
 }
 
 // issue signs a leaf certificate with common name name and writes it to
 // name.pem and its key to name-key.pem in the CA's directory.
-func (ca *testCA) issue(t *testing.T, name string, usage x509.ExtKeyUsage, hosts []string) *leafCert {
+func (ca *testCA) issue(t testing.TB, name string, usage x509.ExtKeyUsage, hosts []string) *leafCert {
 	t.Helper()
 	key := newECKey(t)
 	tmpl := &x509.Certificate{
@@ -123,7 +123,7 @@ func (ca *testCA) issue(t *testing.T, name string, usage x509.ExtKeyUsage, hosts
 	}
 }
 
-func newECKey(t *testing.T) *ecdsa.PrivateKey {
+func newECKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -132,7 +132,7 @@ func newECKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
-func randomSerial(t *testing.T) *big.Int {
+func randomSerial(t testing.TB) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
 	if err != nil {
@@ -141,7 +141,7 @@ func randomSerial(t *testing.T) *big.Int {
 	return n.Add(n, big.NewInt(1))
 }
 
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+func writePEM(t testing.TB, dir, name, typ string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
