@@ -872,6 +872,11 @@ func TestKubernetesRedisOption(t *testing.T) {
 	}
 	pwSecret, pwKey := secretOf(str(redisCfg["password_file"]))
 	secretOf(str(adminCfg["token_file"]))
+	// The shared cache's key: a Secret the Redis pod never references.
+	keySecret, _ := secretOf(str(redisCfg["cache_key_file"]))
+	if keySecret == pwSecret {
+		t.Errorf("redis.cache_key_file is in Secret %s with the Redis password: keep it where the Redis pod cannot read it", keySecret)
+	}
 	rc := at(redisDep, "spec", "template", "spec", "containers", 0)
 	var pwEnv string
 	for _, e := range list(at(rc, "env")) {
@@ -913,7 +918,7 @@ func TestKubernetesRedisOption(t *testing.T) {
 	// The configuration is valid (the Secrets' files stand in by temporary
 	// ones: they exist only in the cluster).
 	dir := t.TempDir()
-	for _, f := range []string{"/etc/phantom-authz/secrets/client_secret", str(redisCfg["password_file"]), str(adminCfg["token_file"])} {
+	for _, f := range []string{"/etc/phantom-authz/secrets/client_secret", str(redisCfg["password_file"]), str(redisCfg["cache_key_file"]), str(adminCfg["token_file"])} {
 		local := filepath.Join(dir, filepath.Base(f))
 		if err := os.WriteFile(local, []byte("s3cret-0123456789-0123456789-0123456789"), 0o600); err != nil {
 			t.Fatal(err)

@@ -162,7 +162,9 @@ func newReplicaSet(t *testing.T, n int) *replicaSet {
 		"redis": map[string]any{
 			"url":           rs.redis.url(),
 			"password_file": writeSecretFile(t, "redis-password", rs.redis.password),
-			"key_prefix":    "phantom-authz-e2e:",
+			// Authenticates the shared token cache: every replica holds it.
+			"cache_key_file": writeSecretFile(t, "redis-cache-key", randomSecret(t)),
+			"key_prefix":     "phantom-authz-e2e:",
 		},
 		"admin": map[string]any{"token_file": writeSecretFile(t, "admin-token", rs.adminToken)},
 	}

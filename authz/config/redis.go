@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"crypto/x509"
 	"fmt"
 	"net/url"
@@ -27,6 +28,10 @@ type Redis struct {
 	Timeout Duration `yaml:"timeout"`
 	// TokenCache shares resolved tokens between replicas.
 	TokenCache bool `yaml:"token_cache"`
+	// CacheKeyFile holds the secret that authenticates the shared token
+	// cache's entries (at least 32 bytes, the same on every replica);
+	// required while the token cache is on.
+	CacheKeyFile string `yaml:"cache_key_file"`
 	// ReplayStore keeps DPoP proof jtis in Redis, shared by all replicas.
 	ReplayStore bool `yaml:"replay_store"`
 	// ReplayFailOpen: with Redis unreachable, DPoP replays are checked by
@@ -37,7 +42,13 @@ type Redis struct {
 	// Password is the content of PasswordFile (white space trimmed), read
 	// by Validate.
 	Password string `yaml:"-" secret:"true"`
+	// CacheKey is the content of CacheKeyFile (surrounding white space
+	// trimmed), read by Validate.
+	CacheKey []byte `yaml:"-" secret:"true"`
 }
+
+// MinCacheKey is the shortest redis.cache_key_file secret, in bytes.
+const MinCacheKey = 32
 
 // Admin is the administrative endpoint (POST /admin/revoke).
 type Admin struct {
@@ -77,8 +88,8 @@ func (r *Redis) validate() error {
 		return &Error{"redis.replay_fail_open", "applies to redis.replay_store, which is off"}
 	}
 	if r.URL == "" {
-		if r.PasswordFile != "" || r.CAFile != "" {
-			return &Error{"redis.url", "must be set when redis.password_file or redis.ca_file is"}
+		if r.PasswordFile != "" || r.CAFile != "" || r.CacheKeyFile != "" {
+			return &Error{"redis.url", "must be set when redis.password_file, redis.ca_file or redis.cache_key_file is"}
 		}
 		return nil
 	}
@@ -109,6 +120,21 @@ func (r *Redis) validate() error {
 		r.Password = strings.TrimSpace(string(b))
 		if r.Password == "" {
 			return &Error{"redis.password_file", "file is empty"}
+		}
+	}
+	if r.TokenCache {
+		// Whoever can write to Redis must not be able to write entries the
+		// replicas trust: they are authenticated with this secret.
+		if r.CacheKeyFile == "" {
+			return &Error{"redis.cache_key_file", fmt.Sprintf("required while redis.token_cache is on: a file holding a secret of at least %d bytes, the same on every replica (e.g. openssl rand -base64 48)", MinCacheKey)}
+		}
+		b, err := os.ReadFile(r.CacheKeyFile)
+		if err != nil {
+			return &Error{"redis.cache_key_file", err.Error()}
+		}
+		r.CacheKey = bytes.TrimSpace(b)
+		if len(r.CacheKey) < MinCacheKey {
+			return &Error{"redis.cache_key_file", fmt.Sprintf("the secret has %d bytes, at least %d are needed (e.g. openssl rand -base64 48)", len(r.CacheKey), MinCacheKey)}
 		}
 	}
 	if r.CAFile != "" {

@@ -63,9 +63,26 @@ admin:
 	}
 }
 
+// The shared token cache is authenticated with redis.cache_key_file: read,
+// trimmed, and off the hook only when the token cache is off.
+func TestRedisCacheKeyFile(t *testing.T) {
+	key := writeFile(t, "cache.key", "0123456789abcdef0123456789abcdef0123\n")
+	cfg, err := config.Parse([]byte("redis: { url: \"redis://127.0.0.1:6379\", cache_key_file: \"" + key + "\" }"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(cfg.Redis.CacheKey) != "0123456789abcdef0123456789abcdef0123" {
+		t.Errorf("cache key = %q", cfg.Redis.CacheKey)
+	}
+	if _, err := config.Parse([]byte("redis: { url: \"redis://127.0.0.1:6379\", token_cache: false }")); err != nil {
+		t.Errorf("token cache off, no key: %v", err)
+	}
+}
+
 func TestRedisInvalidNamesKey(t *testing.T) {
 	empty := writeFile(t, "empty", "\n")
 	short := writeFile(t, "short", "tooshort")
+	shortKey := writeFile(t, "short.key", "  0123456789abcdef0123456789abcde \n") // 31 bytes once trimmed
 	notPEM := writeFile(t, "ca.pem", "not a certificate")
 	cases := []struct{ name, yaml, key, reason string }{
 		{"scheme", "redis: { url: \"http://127.0.0.1:6379\" }", "redis.url", "not redis or rediss"},
@@ -81,8 +98,12 @@ func TestRedisInvalidNamesKey(t *testing.T) {
 		{"password without url", "redis: { password_file: /x }", "redis.url", "must be set"},
 		{"password missing", "redis: { url: \"redis://127.0.0.1:6379\", password_file: /nonexistent/pw }", "redis.password_file", "no such file"},
 		{"password empty", "redis: { url: \"redis://127.0.0.1:6379\", password_file: \"" + empty + "\" }", "redis.password_file", "empty"},
-		{"ca without tls", "redis: { url: \"redis://127.0.0.1:6379\", ca_file: \"" + notPEM + "\" }", "redis.ca_file", "rediss"},
-		{"ca not pem", "redis: { url: \"rediss://127.0.0.1:6379\", ca_file: \"" + notPEM + "\" }", "redis.ca_file", "PEM"},
+		{"ca without tls", "redis: { url: \"redis://127.0.0.1:6379\", token_cache: false, ca_file: \"" + notPEM + "\" }", "redis.ca_file", "rediss"},
+		{"ca not pem", "redis: { url: \"rediss://127.0.0.1:6379\", token_cache: false, ca_file: \"" + notPEM + "\" }", "redis.ca_file", "PEM"},
+		{"cache key missing", "redis: { url: \"redis://127.0.0.1:6379\" }", "redis.cache_key_file", "required while redis.token_cache is on"},
+		{"cache key unreadable", "redis: { url: \"redis://127.0.0.1:6379\", cache_key_file: /nonexistent/key }", "redis.cache_key_file", "no such file"},
+		{"cache key short", "redis: { url: \"redis://127.0.0.1:6379\", cache_key_file: \"" + shortKey + "\" }", "redis.cache_key_file", "at least 32"},
+		{"cache key without url", "redis: { cache_key_file: /x }", "redis.url", "must be set"},
 		{"unknown key", "redis:\n  urls: x\n", "redis.urls", "unknown key"},
 		{"admin short", "admin: { token_file: \"" + short + "\" }", "admin.token_file", "at least 16"},
 		{"admin missing", "admin: { token_file: /nonexistent/admin }", "admin.token_file", "no such file"},

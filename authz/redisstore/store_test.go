@@ -229,6 +229,7 @@ func newResolver(t *testing.T, o *oauth, s *redisstore.Store) *token.Resolver {
 	}}
 	if s != nil {
 		cfg.Shared, cfg.Publisher = s, s
+		cfg.SharedKey = []byte("redisstore-test-cache-key-0123456789abcdef")
 	}
 	r, err := token.New(cfg)
 	if err != nil {

@@ -58,6 +58,10 @@ type Config struct {
 	// Shared is the second-level cache shared by replicas (Redis); nil: none,
 	// every replica resolves on its own.
 	Shared SharedCache
+	// SharedKey is the secret that authenticates Shared's entries, the same
+	// on every replica and known to nothing else (redis.cache_key_file): at
+	// least MinSharedKey bytes; required with Shared.
+	SharedKey []byte
 	// Publisher tells the other replicas of a Revoke; nil: revocations stay
 	// on this replica (and, with Shared, in the shared cache).
 	Publisher RevocationPublisher
@@ -235,6 +239,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		issuers[i] = is
 	}
 	cfg.Issuers = issuers
+	if cfg.Shared != nil && len(cfg.SharedKey) < MinSharedKey {
+		return cfg, fmt.Errorf("token: the shared cache needs a secret of at least %d bytes (redis.cache_key_file); %d given", MinSharedKey, len(cfg.SharedKey))
+	}
 	c := &cfg.Cache
 	switch {
 	case c.MaxCost < 0:

@@ -43,10 +43,12 @@ type Resolver struct {
 	// l2 (nil: none) is the cache shared by replicas; publisher (nil:
 	// none) tells them of revocations. lockTTL bounds the wait for another
 	// replica's introspection.
-	l2          SharedCache
-	publisher   RevocationPublisher
-	lockTTL     time.Duration
-	revocations revocations
+	l2           SharedCache
+	sharedSecret []byte       // authenticates l2's entries
+	rejectLogged atomic.Int64 // last log of a rejected l2 entry, Unix ns
+	publisher    RevocationPublisher
+	lockTTL      time.Duration
+	revocations  revocations
 
 	mu     sync.Mutex // guards closed against flights starting
 	closed bool
@@ -84,6 +86,9 @@ type Stats struct {
 	// SharedHits and SharedMisses count lookups in the shared cache (after a
 	// miss here) that found an answer or not.
 	SharedHits, SharedMisses uint64
+	// SharedRejected counts shared-cache values that failed authentication
+	// (not written by a replica holding the secret): ignored, never trusted.
+	SharedRejected uint64
 	// LockWaits counts shared-cache misses that waited for another
 	// replica's introspection of the same token.
 	LockWaits uint64
@@ -99,6 +104,7 @@ type counters struct {
 	jwksRefreshes, jwksFailures             atomic.Uint64
 	evictions, expirations                  atomic.Uint64
 	l2Hits, l2Misses, lockWaits             atomic.Uint64
+	l2Rejected                              atomic.Uint64
 	revokedLocal, revokedRemote             atomic.Uint64
 }
 
@@ -110,16 +116,17 @@ func New(cfg Config) (*Resolver, error) {
 		return nil, err
 	}
 	r := &Resolver{
-		prepare:     cfg.Prepare,
-		now:         cfg.Now,
-		log:         cfg.Logger,
-		maxTTL:      cfg.Cache.MaxTTL,
-		inactiveTTL: cfg.Cache.InactiveTTL,
-		issuers:     make(map[string]*issuer, len(cfg.Issuers)),
-		tracer:      cfg.Tracer,
-		l2:          cfg.Shared,
-		publisher:   cfg.Publisher,
-		lockTTL:     defaultTimeout,
+		prepare:      cfg.Prepare,
+		now:          cfg.Now,
+		log:          cfg.Logger,
+		maxTTL:       cfg.Cache.MaxTTL,
+		inactiveTTL:  cfg.Cache.InactiveTTL,
+		issuers:      make(map[string]*issuer, len(cfg.Issuers)),
+		tracer:       cfg.Tracer,
+		l2:           cfg.Shared,
+		sharedSecret: cfg.SharedKey,
+		publisher:    cfg.Publisher,
+		lockTTL:      defaultTimeout,
 	}
 	if cfg.Introspection != nil {
 		r.lockTTL = cfg.Introspection.Timeout
@@ -315,8 +322,9 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 			tok, err = nil, fmt.Errorf("%w: internal error", ErrUnavailable)
 		}
 	}()
+	var until time.Time // zero: no bound from the shared cache
 	if r.l2 != nil {
-		tok, err = r.sharedFetch(ctx, raw)
+		tok, until, err = r.sharedFetch(ctx, raw)
 	} else {
 		tok, err = r.fetch(ctx, raw)
 	}
@@ -328,8 +336,8 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 		err = fmt.Errorf("%w: expired", ErrInactive)
 	}
 	if errors.Is(err, ErrInactive) {
-		if r.inactiveTTL > 0 {
-			r.store(raw, entry{until: now.Add(r.inactiveTTL).UnixNano()}, inactiveCost, r.inactiveTTL)
+		if ttl := capTTL(r.inactiveTTL, now, until); ttl > 0 {
+			r.store(raw, entry{until: now.Add(ttl).UnixNano()}, inactiveCost, ttl)
 		}
 		return nil, err
 	}
@@ -341,7 +349,7 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 			return nil, fmt.Errorf("%w: prepare token: %w", ErrUnavailable, err)
 		}
 	}
-	if ttl := r.ttl(tok, now); ttl > 0 {
+	if ttl := capTTL(r.ttl(tok, now), now, until); ttl > 0 {
 		r.store(raw, entry{tok: tok, until: now.Add(ttl).UnixNano()}, tokenCost(tok), ttl)
 		// A revocation that came while this resolution ran wins, whichever
 		// store ristretto applied last.
@@ -363,6 +371,15 @@ func (r *Resolver) ttl(tok *Token, now time.Time) time.Duration {
 		}
 	}
 	return until.Sub(now)
+}
+
+// capTTL is ttl from now, shortened to end at until when that is set and
+// earlier.
+func capTTL(ttl time.Duration, now, until time.Time) time.Duration {
+	if !until.IsZero() && until.Sub(now) < ttl {
+		return until.Sub(now)
+	}
+	return ttl
 }
 
 // store sets the entry and waits until it is visible, so a caller arriving
@@ -416,6 +433,7 @@ func (r *Resolver) Stats() Stats {
 		CacheBytes:             r.cache.MaxCost() - r.cache.RemainingCost(),
 		SharedHits:             s.l2Hits.Load(),
 		SharedMisses:           s.l2Misses.Load(),
+		SharedRejected:         s.l2Rejected.Load(),
 		LockWaits:              s.lockWaits.Load(),
 		RevokedLocal:           s.revokedLocal.Load(),
 		RevokedRemote:          s.revokedRemote.Load(),

@@ -4,12 +4,21 @@ package token
 // what it defends and was seen failing against the code before its fix.
 
 import (
+	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -380,5 +389,185 @@ func TestExpiredAnswerNotServed(t *testing.T) {
 	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Now: clk.Now})
 	if tok, err := r.Resolve(context.Background(), bearer("stale")); !errors.Is(err, ErrInactive) {
 		t.Fatalf("err = %v (token %+v), want ErrInactive", err, tok)
+	}
+}
+
+// forgeOldScheme is what anyone with write access to Redis could do with the
+// scheme documented before the shared cache had a secret: key = SHA-256 of a
+// label and the token, value sealed with a key derived from the token alone.
+func forgeOldScheme(t *testing.T, raw string, claims map[string]any) ([32]byte, []byte) {
+	t.Helper()
+	key := sha256.Sum256([]byte("phantom-authz shared token cache key v1\x00" + raw))
+	aesKey, err := hkdf.Key(sha256.New, []byte(raw), nil, "phantom-authz shared token cache seal v1", 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := aes.NewCipher(aesKey)
+	gcm, _ := cipher.NewGCM(block)
+	plain, _ := json.Marshal(map[string]any{"kind": "opaque", "claims": claims})
+	out := make([]byte, 1+gcm.NonceSize())
+	out[0] = 1
+	_, _ = rand.Read(out[1:])
+	return key, gcm.Seal(out, out[1:], plain, key[:])
+}
+
+// testSharedKey is the replicas' shared-cache secret in tests.
+var testSharedKey = []byte("0123456789abcdef0123456789abcdef-replicas")
+
+// Someone who can write to Redis but does not hold redis.cache_key_file
+// cannot mint an identity: an entry forged for a token of their choosing is
+// never looked up, and one written over a real entry fails authentication:
+// it is ignored (the token is introspected), counted and logged once a
+// minute at most.
+func TestSharedCacheForgedEntryRefused(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Unix()
+	srv := newOAuthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		if r.PostForm.Get("token") == "attacker-own" {
+			writeJSON(w, map[string]any{"active": true, "sub": "mallory", "scope": "read", "exp": exp})
+			return
+		}
+		writeJSON(w, map[string]any{"active": false})
+	})
+	shared := newFakeShared()
+	admin := map[string]any{"active": true, "sub": "admin", "scope": "admin read write", "exp": exp}
+
+	// A token string the attacker invented, with claims of their choice.
+	key, forged := forgeOldScheme(t, "attacker-invented", admin)
+	shared.values[key] = forged
+	var logs logtest.Buffer
+	newR := func() *Resolver {
+		return mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey, Logger: newTestLogger(&logs)})
+	}
+	r1 := newR()
+	if tok, err := r1.Resolve(context.Background(), bearer("attacker-invented")); !errors.Is(err, ErrInactive) {
+		t.Fatalf("invented token: err = %v (token %+v), want ErrInactive from the OAuth server", err, tok)
+	}
+
+	// The attacker's own token, resolved and shared; then every entry in
+	// the store overwritten with claims of their choice.
+	if tok, err := r1.Resolve(context.Background(), bearer("attacker-own")); err != nil || tok.Subject != "mallory" {
+		t.Fatalf("own token: %v", err)
+	}
+	_, forgedOwn := forgeOldScheme(t, "attacker-own", admin)
+	shared.mu.Lock()
+	for k := range shared.values {
+		shared.values[k] = forgedOwn
+	}
+	shared.mu.Unlock()
+	for i := range 3 {
+		tok, err := newR().Resolve(context.Background(), bearer("attacker-own"))
+		if err != nil || tok.Subject != "mallory" || slicesContain(tok.Scopes, "admin") {
+			t.Fatalf("replica %d: token %+v, err %v; want mallory's own claims", i, tok, err)
+		}
+	}
+	if n := srv.count.Load(); n != 5 {
+		t.Errorf("%d introspections, want 5 (the invented token, and the own token on each replica: forged entries are not trusted)", n)
+	}
+	if got := logs.Count("shared cache entry failed authentication"); got != 3 {
+		t.Errorf("%d log lines about forged entries, want 3 (one per replica):\n%s", got, logs.String())
+	}
+	if strings.Contains(logs.String(), "attacker-own") {
+		t.Error("the token reached the logs")
+	}
+}
+
+func slicesContain(s []string, v string) bool {
+	for _, e := range s {
+		if e == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Tampered entries are counted (phantom_authz.shared_cache.rejected) and
+// logged at most once a minute.
+func TestSharedCacheRejectedCounted(t *testing.T) {
+	srv := newOAuthServer(t, activeAnswer(time.Now().Add(time.Hour)))
+	shared := newFakeShared()
+	r1 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey})
+	tokens := []string{"tok-1", "tok-2", "tok-3"}
+	for _, raw := range tokens {
+		if _, err := r1.Resolve(context.Background(), bearer(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shared.mu.Lock()
+	for k, v := range shared.values {
+		v = bytes.Clone(v)
+		v[len(v)-1] ^= 1 // one bit flipped
+		shared.values[k] = v
+	}
+	shared.mu.Unlock()
+	var logs logtest.Buffer
+	r2 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey, Logger: newTestLogger(&logs)})
+	for _, raw := range tokens {
+		if _, err := r2.Resolve(context.Background(), bearer(raw)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := r2.Stats(); st.SharedRejected != 3 || st.SharedHits != 0 || srv.count.Load() != 6 {
+		t.Errorf("stats %+v, introspections %d; want three rejected entries and each token introspected again", st, srv.count.Load())
+	}
+	if got := logs.Count("shared cache entry failed authentication"); got != 1 {
+		t.Errorf("%d log lines, want 1 (at most one a minute):\n%s", got, logs.String())
+	}
+}
+
+// An old sealed entry written back into Redis does not revive a token: the
+// absolute expiry sealed inside it is checked on every read.
+func TestSharedCacheExpiredEntryNotServed(t *testing.T) {
+	clk := newClock()
+	var revoked atomic.Bool
+	srv := newOAuthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if revoked.Load() {
+			writeJSON(w, map[string]any{"active": false})
+			return
+		}
+		writeJSON(w, map[string]any{"active": true, "sub": "alice", "exp": clk.Now().Add(time.Hour).Unix()})
+	})
+	shared := newFakeShared()
+	cfg := Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey, Now: clk.Now,
+		Cache: CacheConfig{MaxTTL: 5 * time.Minute}}
+	r1 := mustNew(t, cfg)
+	ctx := context.Background()
+	if _, err := r1.Resolve(ctx, bearer("tok")); err != nil {
+		t.Fatal(err)
+	}
+	snapshot := map[[32]byte][]byte{}
+	shared.mu.Lock()
+	maps.Copy(snapshot, shared.values)
+	shared.mu.Unlock()
+
+	// Revoked at the OAuth server and here; six minutes later the attacker
+	// writes the old active entry back (Redis would have let it expire).
+	revoked.Store(true)
+	if err := r1.Revoke(ctx, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(6 * time.Minute)
+	shared.mu.Lock()
+	maps.Copy(shared.values, snapshot)
+	shared.mu.Unlock()
+
+	r2 := mustNew(t, cfg)
+	if tok, err := r2.Resolve(ctx, bearer("tok")); !errors.Is(err, ErrInactive) {
+		t.Fatalf("err = %v (token %+v), want ErrInactive: the written-back entry was served", err, tok)
+	}
+	if n := srv.count.Load(); n != 2 {
+		t.Errorf("%d introspections, want 2", n)
+	}
+}
+
+// The shared cache needs its secret: without one (or a short one) the
+// resolver does not start.
+func TestSharedCacheRequiresKey(t *testing.T) {
+	for _, key := range [][]byte{nil, []byte("too-short-0123456789abcdef01234")} {
+		_, err := New(Config{Introspection: &IntrospectionConfig{Endpoint: "https://as.example/i", ClientID: "c", ClientSecret: "s"},
+			Shared: newFakeShared(), SharedKey: key})
+		if err == nil || !strings.Contains(err.Error(), "cache_key_file") {
+			t.Errorf("key of %d bytes: err = %v, want one naming redis.cache_key_file", len(key), err)
+		}
 	}
 }

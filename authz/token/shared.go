@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
@@ -26,16 +27,29 @@ import (
 // about the same new token at once only the one holding the token's lock
 // introspects; the others wait for its answer in the shared cache.
 //
-// The shared cache never sees a token. Its keys are a domain-separated
-// SHA-256 of the token, and its values are sealed (AES-256-GCM) with a key
-// derived from the token itself: a dump of the store reveals nothing to
-// someone who does not already hold the token. It holds the token as the
-// OAuth server answered (claims, the JWT it gave), before Prepare: every
-// replica mints and prepares its own.
+// The shared cache never sees a token, and what it holds is input, not
+// authority: anyone who can write to Redis (another tenant under another
+// key prefix, a compromised neighbour) could otherwise invent a token
+// string, store claims of their choice for it and call the API with it. So
+// entries are authenticated with a secret only the replicas hold
+// (redis.cache_key_file, at least 32 bytes): a token's key is
+// HMAC-SHA256(secret, label ‖ token), and its value is sealed (AES-256-GCM,
+// the key bound in as additional data) with a key derived from the secret
+// and the token (HKDF-SHA256, the secret as salt). Without the secret no
+// one can name a token's entry or write a value that opens; without the
+// token a dump of the store reveals nothing.
 //
-// The shared cache is an optimisation, never an authority: when it fails,
-// each replica resolves on its own (the store reports and logs that), and
-// a request is never denied because of it.
+// A sealed value carries its absolute expiry, checked on every read, so an
+// old value written back (to revive a token that expired or was revoked) is
+// not served; nor is a token whose exp has passed. A value that fails
+// authentication is ignored (the token is resolved as if it were absent),
+// counted and logged at most once a minute, never trusted.
+//
+// The shared cache holds the token as the OAuth server answered (claims,
+// the JWT it gave), before Prepare: every replica mints and prepares its
+// own. It is an optimisation, never an authority: when it fails, each
+// replica resolves on its own (the store reports and logs that), and a
+// request is never denied because of it.
 
 // SharedCache is a cache shared by replicas. Keys are 32-byte hashes; the
 // store chooses how to name them. Every method may fail (the store is
@@ -83,14 +97,19 @@ const idKeyLen = 1 + len(TokenID{})
 
 // Domain separation of what is derived from a token for the shared cache.
 const (
-	sharedKeyLabel  = "phantom-authz shared token cache key v1\x00"
-	sharedSealLabel = "phantom-authz shared token cache seal v1"
-	sealVersion     = 1
+	sharedKeyLabel  = "phantom-authz shared token cache key v2\x00"
+	sharedSealLabel = "phantom-authz shared token cache seal v2"
+	sealVersion     = 2
+	// MinSharedKey is the shortest shared-cache secret accepted, in bytes.
+	MinSharedKey = 32
+	// rejectLogEvery bounds the log lines about values that fail
+	// authentication: someone writing junk must not flood the logs.
+	rejectLogEvery = time.Minute
 )
 
-// sharedKey is the shared cache's key of raw.
-func sharedKey(raw string) [32]byte {
-	h := sha256.New()
+// sharedKey is the shared cache's key of raw: HMAC-SHA256(secret, label ‖ raw).
+func (r *Resolver) sharedKey(raw string) [32]byte {
+	h := hmac.New(sha256.New, r.sharedSecret)
 	h.Write([]byte(sharedKeyLabel))
 	h.Write([]byte(raw))
 	var k [32]byte
@@ -100,6 +119,9 @@ func sharedKey(raw string) [32]byte {
 
 // sealed is what the shared cache holds for a token, before sealing.
 type sealed struct {
+	// Until is when the entry stops being used, in Unix nanoseconds: an
+	// absolute time, so that a value written back later is refused.
+	Until int64 `json:"until"`
 	// Inactive marks an inactive (or revoked) token; nothing else is set.
 	Inactive bool           `json:"inactive,omitempty"`
 	Kind     Kind           `json:"kind,omitempty"`
@@ -109,9 +131,11 @@ type sealed struct {
 	JWTExpiry int64 `json:"jwt_exp,omitempty"`
 }
 
-// aead returns the cipher of raw's shared-cache values.
-func aead(raw string) (cipher.AEAD, error) {
-	key, err := hkdf.Key(sha256.New, []byte(raw), nil, sharedSealLabel, 32)
+// aead returns the cipher of raw's shared-cache values. Its key is derived
+// from the token and the replicas' secret (the HKDF salt), so no one
+// without the secret can seal a value that opens.
+func (r *Resolver) aead(raw string) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, []byte(raw), r.sharedSecret, sharedSealLabel, 32)
 	if err != nil {
 		return nil, err
 	}
@@ -122,10 +146,11 @@ func aead(raw string) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// seal encodes tok (nil: inactive) for the shared cache, sealed with raw's
-// key and bound to key: version ‖ nonce ‖ ciphertext.
-func seal(raw string, key [32]byte, tok *Token) ([]byte, error) {
-	v := sealed{Inactive: tok == nil}
+// seal encodes tok (nil: inactive), to be used until until, for the shared
+// cache, sealed with raw's key and bound to key: version ‖ nonce ‖
+// ciphertext.
+func (r *Resolver) seal(raw string, key [32]byte, tok *Token, until time.Time) ([]byte, error) {
+	v := sealed{Until: until.UnixNano(), Inactive: tok == nil}
 	if tok != nil {
 		v.Kind, v.Claims, v.JWT = tok.Kind, exactNumbers(tok.Claims).(map[string]any), tok.JWT
 		if !tok.JWTExpiry.IsZero() {
@@ -136,7 +161,7 @@ func seal(raw string, key [32]byte, tok *Token) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := aead(raw)
+	c, err := r.aead(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -148,39 +173,59 @@ func seal(raw string, key [32]byte, tok *Token) ([]byte, error) {
 	return c.Seal(out, out[1:], plain, key[:]), nil
 }
 
-// open reverses seal: the Token (nil for an inactive one) as the resolver
-// decodes claims, or an error for a value that is not one of ours.
-func (r *Resolver) open(raw string, key [32]byte, value []byte) (*Token, error) {
-	c, err := aead(raw)
+// errNotOurs is a shared-cache value that fails authentication: not sealed
+// for this token under this key by a replica holding the secret.
+var errNotOurs = errors.New("does not open with the replicas' key for this token")
+
+// opened is a shared-cache value read back.
+type opened struct {
+	tok     *Token    // nil: an inactive token
+	until   time.Time // when it stops being used
+	expired bool      // its time is up: a miss
+}
+
+// open reverses seal. The error wraps errNotOurs for a value that fails
+// authentication; a value that opens is ours, and one whose time is up (its
+// sealed expiry, the token's exp or its JWT's) is expired.
+func (r *Resolver) open(raw string, key [32]byte, value []byte) (opened, error) {
+	c, err := r.aead(raw)
 	if err != nil {
-		return nil, err
+		return opened{}, err
 	}
 	if len(value) < 1+c.NonceSize() || value[0] != sealVersion {
-		return nil, errors.New("unknown format")
+		return opened{}, fmt.Errorf("%w (unknown format)", errNotOurs)
 	}
 	plain, err := c.Open(nil, value[1:1+c.NonceSize()], value[1+c.NonceSize():], key[:])
 	if err != nil {
-		return nil, errors.New("does not open with this token's key")
+		return opened{}, errNotOurs
 	}
 	var v sealed
 	if err := decodeObject(plain, &v); err != nil {
-		return nil, err
+		return opened{}, err
+	}
+	now := r.now()
+	until := time.Unix(0, v.Until)
+	if v.Until <= 0 || !now.Before(until) {
+		return opened{expired: true}, nil
 	}
 	if v.Inactive {
-		return nil, nil
+		return opened{until: until}, nil
 	}
 	if v.Kind != KindOpaque && v.Kind != KindJWT {
-		return nil, fmt.Errorf("unknown token kind %q", v.Kind)
+		return opened{}, fmt.Errorf("unknown token kind %q", v.Kind)
 	}
 	tok, err := r.shared.newToken(v.Kind, v.Claims)
 	if err != nil {
-		return nil, err
+		return opened{}, err
 	}
 	tok.JWT = v.JWT
 	if v.JWTExpiry != 0 {
 		tok.JWTExpiry = time.Unix(0, v.JWTExpiry)
 	}
-	return tok, nil
+	if r.ttl(tok, now) <= 0 {
+		return opened{expired: true}, nil
+	}
+	return opened{tok: tok, until: until}, nil
 }
 
 // exactNumbers returns a copy of v in which every float64 is a json.Number
@@ -216,11 +261,12 @@ func exactNumbers(v any) any {
 // one; otherwise, for a token to introspect, the token's lock, so that one
 // replica introspects and the others wait for its answer; then the answer
 // is shared. JWTs by value are not shared (verifying one here costs less
-// than sharing would save): only a revocation of one is looked for.
-func (r *Resolver) sharedFetch(ctx context.Context, raw string) (*Token, error) {
+// than sharing would save): only a revocation of one is looked for. until
+// (zero: none) bounds how long an answer from the shared cache is used.
+func (r *Resolver) sharedFetch(ctx context.Context, raw string) (tok *Token, until time.Time, err error) {
 	ctx, span := startSpan(r.tracer, ctx, "token.shared")
-	key := sharedKey(raw)
-	tok, found, err := r.sharedGet(ctx, raw, key)
+	key := r.sharedKey(raw)
+	tok, until, found, err := r.sharedGet(ctx, raw, key)
 	waited := false
 	defer func() {
 		if span.IsRecording() {
@@ -229,10 +275,11 @@ func (r *Resolver) sharedFetch(ctx context.Context, raw string) (*Token, error) 
 		span.End()
 	}()
 	if found {
-		return tok, err
+		return tok, until, err
 	}
 	if r.byValue(raw) {
-		return r.fetch(ctx, raw)
+		tok, err = r.fetch(ctx, raw)
+		return tok, time.Time{}, err
 	}
 	release, held, lerr := r.l2.Lock(ctx, key, r.lockTTL)
 	if lerr == nil && !held {
@@ -243,8 +290,8 @@ func (r *Resolver) sharedFetch(ctx context.Context, raw string) (*Token, error) 
 		deadline := time.Now().Add(r.lockTTL)
 		for pause := 5 * time.Millisecond; time.Now().Before(deadline); pause = min(2*pause, 50*time.Millisecond) {
 			time.Sleep(pause)
-			if tok, found, err = r.sharedGet(ctx, raw, key); found {
-				return tok, err
+			if tok, until, found, err = r.sharedGet(ctx, raw, key); found {
+				return tok, until, err
 			}
 			if release, held, lerr = r.l2.Lock(ctx, key, r.lockTTL); lerr != nil || held {
 				break
@@ -256,7 +303,7 @@ func (r *Resolver) sharedFetch(ctx context.Context, raw string) (*Token, error) 
 	}
 	tok, err = r.fetch(ctx, raw)
 	r.sharedAdd(ctx, raw, key, tok, err)
-	return tok, err
+	return tok, time.Time{}, err
 }
 
 // byValue reports whether raw is a JWT of a configured issuer, verified here
@@ -271,45 +318,69 @@ func (r *Resolver) byValue(raw string) bool {
 
 // sharedGet looks raw up in the shared cache; found is false when it holds
 // nothing usable (or cannot be asked). A found inactive token is the error
-// ErrInactive.
-func (r *Resolver) sharedGet(ctx context.Context, raw string, key [32]byte) (tok *Token, found bool, err error) {
+// ErrInactive. A value that fails authentication is ignored: counted, and
+// logged at most once a minute.
+func (r *Resolver) sharedGet(ctx context.Context, raw string, key [32]byte) (tok *Token, until time.Time, found bool, err error) {
 	value, ok, gerr := r.l2.Get(ctx, key)
 	if gerr != nil {
-		return nil, false, nil
+		return nil, time.Time{}, false, nil
 	}
 	if !ok {
 		r.stats.l2Misses.Add(1)
-		return nil, false, nil
+		return nil, time.Time{}, false, nil
 	}
-	tok, oerr := r.open(raw, key, value)
-	if oerr != nil {
-		// Not something we wrote for this token: ignore it (it expires).
+	o, oerr := r.open(raw, key, value)
+	switch {
+	case errors.Is(oerr, errNotOurs):
+		r.stats.l2Misses.Add(1)
+		r.rejected(ctx, oerr)
+		return nil, time.Time{}, false, nil
+	case oerr != nil:
+		// Ours, yet unreadable (a claim this version cannot decode): a miss.
 		r.stats.l2Misses.Add(1)
 		r.log.WarnContext(ctx, "token: shared cache holds an unreadable value; ignored", "err", oerr)
-		return nil, false, nil
+		return nil, time.Time{}, false, nil
+	case o.expired:
+		r.stats.l2Misses.Add(1)
+		return nil, time.Time{}, false, nil
 	}
 	r.stats.l2Hits.Add(1)
-	if tok == nil {
-		return nil, true, ErrInactive
+	if o.tok == nil {
+		return nil, o.until, true, ErrInactive
 	}
-	return tok, true, nil
+	return o.tok, o.until, true, nil
+}
+
+// rejected counts a shared-cache value that failed authentication and logs
+// it, at most once per rejectLogEvery.
+func (r *Resolver) rejected(ctx context.Context, err error) {
+	n := r.stats.l2Rejected.Add(1)
+	now := time.Now().UnixNano()
+	last := r.rejectLogged.Load()
+	if last != 0 && now-last < int64(rejectLogEvery) || !r.rejectLogged.CompareAndSwap(last, now) {
+		return
+	}
+	r.log.WarnContext(ctx, "token: shared cache entry failed authentication; ignored and the token resolved afresh "+
+		"(something without redis.cache_key_file writes to Redis, or the replicas' keys differ)",
+		"err", err, "rejected_total", n, "next_log_in", rejectLogEvery.String())
 }
 
 // sharedAdd shares a fetched answer: an active token until the first of its
 // exp, its JWT's exp and MaxTTL; an inactive one for InactiveTTL; failures
 // never.
 func (r *Resolver) sharedAdd(ctx context.Context, raw string, key [32]byte, tok *Token, err error) {
+	now := r.now()
 	var ttl time.Duration
 	switch {
 	case err == nil:
-		ttl = r.ttl(tok, r.now())
+		ttl = r.ttl(tok, now)
 	case errors.Is(err, ErrInactive):
 		tok, ttl = nil, r.inactiveTTL
 	}
 	if ttl <= 0 {
 		return
 	}
-	value, serr := seal(raw, key, tok)
+	value, serr := r.seal(raw, key, tok, now.Add(ttl))
 	if serr != nil {
 		return
 	}
@@ -334,8 +405,8 @@ func (r *Resolver) Revoke(ctx context.Context, raw string) error {
 	r.stats.revokedLocal.Add(1)
 	var errs []string
 	if r.l2 != nil {
-		key := sharedKey(raw)
-		value, err := seal(raw, key, nil)
+		key := r.sharedKey(raw)
+		value, err := r.seal(raw, key, nil, r.now().Add(r.maxTTL))
 		if err == nil {
 			err = r.l2.Put(ctx, key, value, r.maxTTL)
 		}

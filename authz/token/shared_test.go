@@ -108,8 +108,8 @@ func TestSharedClaimsRoundTrip(t *testing.T) {
 		_, _ = w.Write([]byte(body))
 	})
 	shared := newFakeShared()
-	r1 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared})
-	r2 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared})
+	r1 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey})
+	r2 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey})
 	const raw = "opaque-tricky-claims-token"
 	t1, err := r1.Resolve(context.Background(), bearer(raw))
 	if err != nil {
@@ -166,6 +166,7 @@ func TestSharedKeepsUpstreamJWT(t *testing.T) {
 			Introspection: &IntrospectionConfig{Endpoint: "https://as.example/introspect", ClientID: "gw", ClientSecret: "s", Response: ResponseJWT},
 			HTTPClient:    &http.Client{Transport: stub},
 			Shared:        shared,
+			SharedKey:     testSharedKey,
 		})
 	}
 	t1, err := newR().Resolve(context.Background(), bearer("opaque-phantom"))
@@ -189,7 +190,7 @@ func TestSharedInactive(t *testing.T) {
 	srv := newOAuthServer(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, map[string]any{"active": false}) })
 	shared := newFakeShared()
 	for i := range 2 {
-		r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared})
+		r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey})
 		if _, err := r.Resolve(context.Background(), bearer("junk")); !errors.Is(err, ErrInactive) {
 			t.Fatalf("resolver %d: err = %v, want ErrInactive", i, err)
 		}
@@ -205,7 +206,7 @@ func TestSharedDownFallsBackToLocal(t *testing.T) {
 	shared := newFakeShared()
 	shared.fail = true
 	for i := range 2 {
-		r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared})
+		r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey})
 		if _, err := r.Resolve(context.Background(), bearer("tok")); err != nil {
 			t.Fatalf("resolver %d: %v", i, err)
 		}
@@ -215,23 +216,24 @@ func TestSharedDownFallsBackToLocal(t *testing.T) {
 	}
 }
 
-// A value sealed for another token (or tampered with) is ignored.
+// A value sealed for another token under this token's key (a replica's
+// entry moved by someone with write access to Redis) is ignored.
 func TestSharedForeignValueIgnored(t *testing.T) {
 	srv := newOAuthServer(t, activeAnswer(time.Now().Add(time.Hour)))
 	shared := newFakeShared()
-	key := sharedKey("victim")
-	forged, err := seal("attacker-knows-this-one", key, nil)
+	var logs logtest.Buffer
+	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey, Logger: newTestLogger(&logs)})
+	key := r.sharedKey("victim")
+	moved, err := r.seal("attacker-knows-this-one", r.sharedKey("attacker-knows-this-one"), nil, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	shared.values[key] = forged
-	var logs logtest.Buffer
-	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, Logger: newTestLogger(&logs)})
+	shared.values[key] = moved
 	if _, err := r.Resolve(context.Background(), bearer("victim")); err != nil {
 		t.Fatalf("err = %v, want the introspected (active) token", err)
 	}
-	if srv.count.Load() != 1 || !strings.Contains(logs.String(), "unreadable value") {
-		t.Errorf("introspections %d, logs %s", srv.count.Load(), logs.String())
+	if srv.count.Load() != 1 || !strings.Contains(logs.String(), "failed authentication") || r.Stats().SharedRejected != 1 {
+		t.Errorf("introspections %d, rejected %d, logs %s", srv.count.Load(), r.Stats().SharedRejected, logs.String())
 	}
 }
 
@@ -239,7 +241,7 @@ func TestRevokeLocal(t *testing.T) {
 	srv := newOAuthServer(t, activeAnswer(time.Now().Add(time.Hour)))
 	pub := &fakePublisher{}
 	shared := newFakeShared()
-	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, Publisher: pub})
+	r := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey, Publisher: pub})
 	ctx := context.Background()
 	if _, err := r.Resolve(ctx, bearer("tok-1")); err != nil {
 		t.Fatal(err)
@@ -254,7 +256,7 @@ func TestRevokeLocal(t *testing.T) {
 		t.Errorf("published %v", pub.ids)
 	}
 	// A replica that never saw the token finds the marker in the shared cache.
-	r2 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared})
+	r2 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey})
 	if _, err := r2.Resolve(ctx, bearer("tok-1")); !errors.Is(err, ErrInactive) {
 		t.Fatalf("other replica: err = %v, want ErrInactive", err)
 	}

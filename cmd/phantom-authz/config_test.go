@@ -39,6 +39,7 @@ func TestConfigCommandMasksSecrets(t *testing.T) {
 		"nonce secret":    "nonce-secret-0123456789abcdef0123456789ab",
 		"admin token":     "admin-token-0123456789abcdef",
 		"redis password":  "redis-pw-0123456789",
+		"cache key":       "cache-key-0123456789abcdef0123456789abcdef",
 	}
 	t.Setenv("PA_TEST_CLIENT_SECRET", secrets["client secret"])
 	cfg := write("config.yaml", `
@@ -55,6 +56,7 @@ admin:
   token_file: `+write("admin.token", secrets["admin token"])+`
 redis:
   url: redis://phantom:`+secrets["redis password"]+`@127.0.0.1:6379/0
+  cache_key_file: `+write("cache.key", secrets["cache key"])+`
 `)
 	out, err := runConfig(t, "--config", cfg)
 	if err != nil {

@@ -122,8 +122,8 @@ func registerSharedMetrics(m metric.Meter, s *stack) error {
 	}
 	insts := []metric.Observable{revocations}
 	var (
-		redisErrors, sharedHits, sharedMisses, lockWaits, fallbacks metric.Int64ObservableCounter
-		up                                                          metric.Int64ObservableGauge
+		redisErrors, sharedHits, sharedMisses, sharedRejected, lockWaits, fallbacks metric.Int64ObservableCounter
+		up                                                                          metric.Int64ObservableGauge
 	)
 	if s.redis != nil {
 		for _, c := range []struct {
@@ -133,6 +133,7 @@ func registerSharedMetrics(m metric.Meter, s *stack) error {
 			{&redisErrors, "phantom_authz.redis.errors", "Redis operations that failed, by operation (get, add, put, lock, unlock, publish, subscribe, replay, ping)."},
 			{&sharedHits, "phantom_authz.shared_cache.hits", "Token lookups missed here and answered by the shared (Redis) cache."},
 			{&sharedMisses, "phantom_authz.shared_cache.misses", "Token lookups missed here and in the shared (Redis) cache."},
+			{&sharedRejected, "phantom_authz.shared_cache.rejected", "Shared (Redis) cache entries that failed authentication (not written by a replica holding redis.cache_key_file): ignored, the token resolved afresh."},
 			{&lockWaits, "phantom_authz.shared_cache.lock_waits", "Shared-cache misses that waited for another replica's introspection of the same token."},
 			{&fallbacks, "phantom_authz.dpop.replay_fallbacks", "DPoP replay checks answered by this replica's memory because Redis could not (redis.replay_fail_open)."},
 		} {
@@ -168,6 +169,7 @@ func registerSharedMetrics(m metric.Meter, s *stack) error {
 		}
 		o.ObserveInt64(sharedHits, int64(ts.SharedHits))
 		o.ObserveInt64(sharedMisses, int64(ts.SharedMisses))
+		o.ObserveInt64(sharedRejected, int64(ts.SharedRejected))
 		o.ObserveInt64(lockWaits, int64(ts.LockWaits))
 		o.ObserveInt64(fallbacks, int64(rs.ReplayFallbacks))
 		var u int64

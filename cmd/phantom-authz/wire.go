@@ -140,6 +140,7 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 			Logger:  log,
 
 			Shared:    sharedCache(cfg, s.redis),
+			SharedKey: cfg.Redis.CacheKey,
 			Publisher: revocationPublisher(s.redis),
 
 			Tracer:        tel.Tracer(),
