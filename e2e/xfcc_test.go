@@ -94,9 +94,25 @@ func startGateway(t *testing.T, p *pki, cert *leafCert, innerPort int, fcc strin
 	return e.url
 }
 
+// The inner Envoy passes the gateway's XFCC to ext_authz as it is
+// (FORWARD_ONLY), or appends its own element about its peer, the gateway,
+// as Istio's sidecars do (APPEND_FORWARD with the peer's URI, subject, DNS):
+// phantom-authz must find the client's certificate either way.
 func TestEnvoyXFCC(t *testing.T) {
 	t.Parallel()
 	needTools(t)
+	for _, inner := range []struct {
+		fcc     string
+		details map[string]any
+	}{
+		{"FORWARD_ONLY", nil},
+		{"APPEND_FORWARD", map[string]any{"subject": true, "uri": true, "dns": true}},
+	} {
+		t.Run("inner "+inner.fcc, func(t *testing.T) { testXFCC(t, inner.fcc, inner.details) })
+	}
+}
+
+func testXFCC(t *testing.T, innerFCC string, innerDetails map[string]any) {
 	p := newPKI(t)
 	tokens := &boundTokens{tokens: map[string]map[string]any{}}
 	as := httptest.NewServer(tokens)
@@ -109,7 +125,10 @@ func TestEnvoyXFCC(t *testing.T) {
 	// remove it first).
 	inner := startEnvoyTLS(t, authz.grpcPort, startDemo(t), p, func(cfg map[string]any) {
 		hcm := at(cfg, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config").(map[string]any)
-		hcm["forward_client_cert_details"] = "FORWARD_ONLY"
+		hcm["forward_client_cert_details"] = innerFCC
+		if innerDetails != nil {
+			hcm["set_current_client_cert_details"] = innerDetails
+		}
 	})
 	var innerPort int
 	if _, err := fmt.Sscanf(inner, "https://localhost:%d", &innerPort); err != nil {

@@ -45,13 +45,19 @@ func matchThumbprint(sum [sha256.Size]byte, x5t string) *Error {
 
 // clientCertificate checks the client certificate of in against x5t: the
 // one a trusted proxy forwarded in XFCC when the request came from such a
-// proxy (its own peer certificate is then the proxy's, not the client's),
+// proxy (the connection's peer certificate is then the proxy's, not the
+// client's, and only serves to recognise an XFCC element about the proxy),
 // else the peer certificate of the connection Envoy saw.
 func (b *Binder) clientCertificate(in *Input, x5t string) *Error {
 	if !b.xfcc.trusts(in.PeerPrincipal, in.PeerAddress) {
 		return checkCertificate(in.Certificate, x5t)
 	}
-	sum, err := forwardedThumbprint(in.ForwardedCert)
+	var peerSum *[sha256.Size]byte
+	if block := decodeCertificate(in.Certificate); in.Certificate != "" && block != nil {
+		s := sha256.Sum256(block.Bytes)
+		peerSum = &s
+	}
+	sum, err := forwardedThumbprint(in.ForwardedCert, in.PeerPrincipal, peerSum)
 	if err != nil {
 		return err
 	}

@@ -116,17 +116,15 @@ var errXFCCSyntax = errors.New("malformed x-forwarded-client-cert")
 // xfccPair is one key=value of an XFCC element, the value unquoted.
 type xfccPair struct{ key, value string }
 
-// lastXFCCElement parses an XFCC header value (Envoy's grammar: elements
+// xfccElements parses an XFCC header value (Envoy's grammar: elements
 // separated by commas, each a list of key=value pairs separated by
 // semicolons; a value holding , ; = or " is double-quoted, with \" for a
-// quote) and returns the pairs of its last element: the one the nearest
-// proxy added. The whole value is parsed, since a comma inside quotes is
-// not a boundary; any syntax error refuses the whole header.
-func lastXFCCElement(v string) ([]xfccPair, error) {
-	var last []xfccPair
-	start := 0
-	inQuote := false
-	pairs := make([]xfccPair, 0, 4)
+// quote) into its elements, in order. A comma inside quotes is not a
+// boundary; any syntax error refuses the whole header.
+func xfccElements(v string) ([][]xfccPair, error) {
+	var elements [][]xfccPair
+	var pairs []xfccPair
+	start, inQuote := 0, false
 	for i := 0; i <= len(v); i++ {
 		if i < len(v) {
 			c := v[i]
@@ -157,13 +155,30 @@ func lastXFCCElement(v string) ([]xfccPair, error) {
 		pairs = append(pairs, p)
 		start = i + 1
 		if i == len(v) || v[i] == ',' {
-			last, pairs = pairs, make([]xfccPair, 0, 4)
+			elements, pairs = append(elements, pairs), nil
 		}
 	}
 	if inQuote {
 		return nil, errXFCCSyntax
 	}
-	return last, nil
+	return elements, nil
+}
+
+// describes reports whether the element is about the peer with principal
+// and certificate SHA-256 peerSum (nil when unknown): a URI equal to the
+// principal, or the peer certificate's Hash.
+func describes(el []xfccPair, principal string, peerSum *[sha256.Size]byte) bool {
+	for _, p := range el {
+		switch {
+		case principal != "" && strings.EqualFold(p.key, "URI") && p.value == principal:
+			return true
+		case peerSum != nil && strings.EqualFold(p.key, "Hash"):
+			if h, err := hex.DecodeString(p.value); err == nil && string(h) == string(peerSum[:]) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // xfccParsePair reads key=value, the value unquoted.
@@ -205,18 +220,29 @@ var (
 		Reason: "the client certificate the proxy in front forwarded could not be read"}
 )
 
-// forwardedThumbprint is the SHA-256 of the client certificate the last
-// XFCC element names: its Cert (URL-encoded PEM) or its Hash (hex SHA-256 of
-// the DER); when it has both they must agree.
-func forwardedThumbprint(header string) ([32]byte, *Error) {
+// forwardedThumbprint is the SHA-256 of the client certificate XFCC names:
+// in the element the trusted proxy added, the last one, unless the Envoy
+// calling phantom-authz appended its own about that proxy (Istio's sidecars
+// do: APPEND_FORWARD, with the peer's URI), which is recognised by naming
+// the peer (its principal as a URI, or its certificate's Hash) and skipped,
+// once. The element's Cert (URL-encoded PEM) or Hash (hex SHA-256 of the
+// DER) tells the certificate; when it has both they must agree.
+func forwardedThumbprint(header, principal string, peerSum *[sha256.Size]byte) ([32]byte, *Error) {
 	var sum [32]byte
 	if header == "" {
 		return sum, errXFCCNoCertificate
 	}
-	pairs, err := lastXFCCElement(header)
+	elements, err := xfccElements(header)
 	if err != nil {
 		return sum, errXFCCBad
 	}
+	if n := len(elements); n > 0 && describes(elements[n-1], principal, peerSum) {
+		elements = elements[:n-1]
+	}
+	if len(elements) == 0 {
+		return sum, errXFCCNoCertificate
+	}
+	pairs := elements[len(elements)-1]
 	var hash, cert string
 	var nHash, nCert int
 	for _, p := range pairs {

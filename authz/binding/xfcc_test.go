@@ -63,6 +63,21 @@ func TestBindForwardedCertificate(t *testing.T) {
 			kind: binding.ErrInvalidToken, reason: "not bound to this client certificate"},
 		{name: "a comma inside quotes is no boundary", cfg: trusted, principal: gateway, xfcc: `Hash=` + hashA + `;Subject="CN=x,Hash=` + hashB + `"`},
 		{name: "an escaped quote inside quotes", cfg: trusted, principal: gateway, xfcc: `Subject="CN=\"q\",O=y";Hash=` + hashA},
+		// Istio: the sidecar that calls phantom-authz appends its own element
+		// about its peer, the gateway (APPEND_FORWARD, URI of the peer): it is
+		// skipped, once, and the gateway's element before it counts.
+		{name: "Istio: sidecar element about the gateway skipped", cfg: trusted, principal: gateway,
+			xfcc: `Hash=` + hashA + `;Subject="CN=client-a",By=spiffe://cluster.local/ns/default/sa/api;Hash=` + hashB + `;Subject="";URI=` + gateway},
+		{name: "Istio: only the sidecar's element", cfg: trusted, principal: gateway,
+			xfcc: `By=spiffe://cluster.local/ns/default/sa/api;Hash=` + hashA + `;URI=` + gateway, kind: binding.ErrInvalidToken, reason: "forwarded none"},
+		{name: "Istio: skipped once only", cfg: trusted, principal: gateway,
+			xfcc: `Hash=` + hashA + `,URI=` + gateway + `;Hash=` + hashB + `,URI=` + gateway + `;Hash=` + hashB,
+			kind: binding.ErrInvalidToken, reason: "not bound to this client certificate"},
+		{name: "element about the peer recognised by its certificate's Hash", cfg: byAddress, address: "10.0.0.1", peerCert: certB,
+			xfcc: "Hash=" + hashA + ",Hash=" + hashB},
+		{name: "the client's element is not skipped for a URI that is not the peer's", cfg: trusted, principal: gateway,
+			xfcc: "Hash=" + hashB + ",URI=spiffe://client;Hash=" + hashA},
+
 		// Malformed: refused, never guessed at.
 		{name: "unterminated quote", cfg: trusted, principal: gateway, xfcc: `Hash=` + hashA + `;Subject="CN=x`, kind: binding.ErrInvalidToken, reason: "could not be read"},
 		{name: "pair without =", cfg: trusted, principal: gateway, xfcc: "Hash=" + hashA + ";junk", kind: binding.ErrInvalidToken, reason: "could not be read"},
