@@ -175,18 +175,18 @@ func (e *Engine) Reloads() (ok, failed uint64) {
 // start.
 func (e *Engine) EvalTimeouts() uint64 { return e.evalTimeouts.Load() }
 
-// PrepareToken builds the token's part of the policy input (input.token)
-// once, storing it in tok.Prepared for every request that presents the token.
+// PrepareToken gives the token its identity in decision cache keys, stored
+// in tok.Prepared for every request that presents it, and refuses claims no
+// policy could read. input.token itself is built per evaluation (see
+// tokenInput).
 func (e *Engine) PrepareToken(tok *token.Token) error {
 	if tok == nil {
 		return nil
 	}
-	ti, err := newTokenInput(tok)
-	if err != nil {
+	if err := checkClaims(tok.Claims); err != nil {
 		return err
 	}
-	ti.id = tokenIDs.Add(1)
-	tok.Prepared = ti
+	tok.Prepared = &tokenInput{id: tokenIDs.Add(1)}
 	return nil
 }
 
@@ -211,6 +211,11 @@ func (e *Engine) Decide(ctx context.Context, r *authz.Request, tok *token.Token)
 	key.make(set, r, ti)
 	if d, ok := e.decisions.get(&key); ok {
 		return d, nil
+	}
+	if set.need.has(kToken) {
+		if ti, err = ti.withTerm(tok); err != nil {
+			return errorDecision(), err
+		}
 	}
 	input, err := buildInput(set.need, r, ti)
 	if err != nil {

@@ -1,28 +1,46 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/phantom-authz/phantom-authz/authz/token"
 )
 
-// tokenInput is input.token, built once per resolved token (PrepareToken)
-// and shared by every request that presents it while it is cached.
+// tokenInput is input.token. The token cache keeps, per resolved token, only
+// its identity (PrepareToken): the AST of its claims is built for each
+// evaluation the decision cache cannot answer, and dropped after it. Kept
+// with the token, the AST doubled the memory of every cached token (about
+// 2.2 KB for an 850-byte JWT), all of it pointers for the garbage collector
+// to walk on every cycle, while a token seen once (a stream of new tokens)
+// builds it exactly once either way; a cached token evaluates only on a
+// route or method the decision cache has not seen with it.
 type tokenInput struct {
-	term *ast.Term
+	term *ast.Term // nil in the prepared input: see withTerm
 	// id identifies the token in decision cache keys; 0 for one built for a
 	// single request (not prepared), which is never cached.
 	id uint64
-	// size is the estimated heap size of term, for the token cache's budget.
-	size int64
 }
 
-// Size reports the memory the token's policy input holds, so the token
-// cache counts it (token.Token.Prepared). The AST of the claims is several
-// times the size of the decoded JSON they come from.
-func (ti *tokenInput) Size() int64 { return ti.size }
+// Size reports the memory the token's prepared input holds, so the token
+// cache counts it (token.Token.Prepared).
+func (ti *tokenInput) Size() int64 { return 16 }
+
+// withTerm returns ti with input.token built from tok when ti has none.
+func (ti *tokenInput) withTerm(tok *token.Token) (*tokenInput, error) {
+	if ti == nil || ti.term != nil {
+		return ti, nil
+	}
+	full, err := newTokenInput(tok)
+	if err != nil {
+		return nil, err
+	}
+	full.id = ti.id
+	return full, nil
+}
 
 var (
 	kActive   = ast.StringTerm("active")
@@ -85,43 +103,62 @@ func newTokenInput(tok *token.Token) (ti *tokenInput, err error) {
 			items = append(items, [2]*ast.Term{kCnf, cnf})
 		}
 	}
-	term := ast.ObjectTerm(items...)
-	return &tokenInput{term: term, size: termCost(term, 0)}, nil
+	return &tokenInput{term: ast.ObjectTerm(items...)}, nil
 }
 
-// termCost estimates the heap bytes of an AST term: the term, its value and
-// the object and array structures that hold them. Terms shared with other
-// inputs (interned keys) are counted too: an over-estimate errs on the side
-// of the budget.
-func termCost(t *ast.Term, depth int) int64 {
-	const term = 32 // Value interface, Location pointer, rounded to the size class
-	if t == nil || depth > maxDepth {
-		return term
+// checkClaims returns the error newTokenInput would return for claims, without
+// building anything: PrepareToken refuses such a token when it is resolved
+// (401 invalid_token), as when it built the input then.
+func checkClaims(claims map[string]any) error {
+	for k, v := range claims {
+		if err := checkValue(v, 1); err != nil {
+			return fmt.Errorf("policy: token claims: %w: %s: %w", token.ErrInvalid, k, err)
+		}
 	}
-	switch v := t.Value.(type) {
-	case ast.String:
-		return term + 16 + int64(len(v))
-	case ast.Number:
-		return term + 16 + int64(len(v))
-	case ast.Object:
-		n := int64(term + 96)
-		v.Foreach(func(k, x *ast.Term) { n += 64 + termCost(k, depth+1) + termCost(x, depth+1) })
-		return n
-	case *ast.Array:
-		n := int64(term + 48)
-		v.Foreach(func(x *ast.Term) { n += 16 + termCost(x, depth+1) })
-		return n
-	case ast.Set:
-		n := int64(term + 96)
-		v.Foreach(func(x *ast.Term) { n += 48 + termCost(x, depth+1) })
-		return n
+	return nil
+}
+
+// checkValue reports what toValue(x, depth) would fail with.
+func checkValue(x any, depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("value nested deeper than %d levels", maxDepth)
+	}
+	switch x := x.(type) {
+	case nil, bool, string, int, int32, int64, uint32, uint64, []string, map[string]string:
+		return nil
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			_, err := floatValue(x)
+			return err
+		}
+		return nil
+	case []any:
+		for _, e := range x {
+			if err := checkValue(e, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	case map[string]any:
+		for k, e := range x {
+			if err := checkValue(e, depth+1); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+		}
+		return nil
+	case json.Number:
+		_, err := toValue(x, depth)
+		return err
 	default:
-		return term + 16
+		// Rare types: whatever the conversion says.
+		_, err := toValue(x, depth)
+		return err
 	}
 }
 
-// tokenFor returns the prepared input.token of tok, building it when the
-// token was not prepared (it is not stored then: the token may be shared).
+// tokenFor returns the prepared input.token of tok (its identity, no AST:
+// see withTerm), building it when the token was not prepared (it is not
+// stored then: the token may be shared).
 func tokenFor(tok *token.Token) (*tokenInput, error) {
 	if tok == nil {
 		return nil, nil
