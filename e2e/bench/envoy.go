@@ -43,7 +43,67 @@ func envoySetups() []envoySetup {
 		{id: "E1", title: "Envoy + no-op ext_authz server", authz: "noop"},
 		{id: "E2", title: "Envoy + phantom-authz, cached opaque token", authz: "phantom"},
 		{id: "E3", title: "Envoy + phantom-authz, a new opaque token every request", authz: "phantom", newToken: true},
+		// The shipped configuration's share: E1 with one setting changed.
+		{id: "E1h", title: "E1 with allowed_headers (only what phantom-authz reads)", authz: "noop", edit: withAllowedHeaders},
+		{id: "E1r", title: "E1 with encode_raw_headers off", authz: "noop", edit: withoutRawHeaders},
+		{id: "E1t", title: "E1 without tracing", authz: "noop", edit: withoutTracing},
+		{id: "E0t", title: "E0 without tracing", edit: chain(withoutExtAuthz, withoutTracing)},
 	}
+}
+
+// chain applies edits in turn.
+func chain(edits ...func(string) (string, error)) func(string) (string, error) {
+	return func(cfg string) (string, error) {
+		var err error
+		for _, e := range edits {
+			if cfg, err = e(cfg); err != nil {
+				return "", err
+			}
+		}
+		return cfg, nil
+	}
+}
+
+// replaceOnce replaces old, which must occur exactly once.
+func replaceOnce(cfg, old, new string) (string, error) {
+	if n := strings.Count(cfg, old); n != 1 {
+		return "", fmt.Errorf("envoy/envoy.yaml has %q %d times, want once: update e2e/bench/envoy.go", old, n)
+	}
+	return strings.Replace(cfg, old, new, 1), nil
+}
+
+const extAuthzAnchor = "                      transport_api_version: V3\n"
+
+// withAllowedHeaders sends only the headers phantom-authz and the shipped
+// policies read, and the owned headers it must see to strip them.
+func withAllowedHeaders(cfg string) (string, error) {
+	return replaceOnce(cfg, extAuthzAnchor, extAuthzAnchor+`                      allowed_headers:
+                        patterns:
+                          - exact: authorization
+                          - exact: dpop
+                          - exact: consent-id
+                          - exact: x-fapi-interaction-id
+                          - prefix: x-jwt-
+                          - prefix: x-user-
+`)
+}
+
+func withoutRawHeaders(cfg string) (string, error) {
+	return replaceOnce(cfg, "encode_raw_headers: true", "encode_raw_headers: false")
+}
+
+// withoutTracing removes the HTTP connection manager's tracing block.
+func withoutTracing(cfg string) (string, error) {
+	start := strings.Index(cfg, "                tracing:\n")
+	end := strings.Index(cfg, "                access_log:\n")
+	if start < 0 || end < start {
+		return "", errors.New("envoy/envoy.yaml: tracing is not where e2e/bench/envoy.go looks for it")
+	}
+	// Keep the comment above access_log.
+	if c := strings.LastIndex(cfg[:end], "\n                # Envoy's default access log"); c > start {
+		end = c + 1
+	}
+	return cfg[:start] + cfg[end:], nil
 }
 
 // envoyResult is one setup's figures.
