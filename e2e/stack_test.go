@@ -435,6 +435,12 @@ func (r response) denial(t *testing.T, status int) problem {
 // RFC 9068 typ; it returns the claims.
 func verifyJWT(t *testing.T, httpURL, raw string) map[string]any {
 	t.Helper()
+	return verifyJWTFor(t, httpURL, raw, mintAudience)
+}
+
+// verifyJWTFor is verifyJWT for a JWT minted for the audience aud.
+func verifyJWTFor(t *testing.T, httpURL, raw, aud string) map[string]any {
+	t.Helper()
 	resp, err := http.Get(httpURL + "/.well-known/jwks.json")
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +458,7 @@ func verifyJWT(t *testing.T, httpURL, raw string) map[string]any {
 		t.Fatal("JWKS has no keys")
 	}
 	if _, err := jwt.Parse([]byte(raw), jwt.WithKeySet(set), jwt.WithValidate(true),
-		jwt.WithIssuer(mintIssuer), jwt.WithAudience(mintAudience)); err != nil {
+		jwt.WithIssuer(mintIssuer), jwt.WithAudience(aud)); err != nil {
 		t.Fatalf("the upstream JWT does not verify against the JWKS: %v", err)
 	}
 	parts := strings.Split(raw, ".")

@@ -19,6 +19,9 @@ allow := {"allowed": true} if {
 	# Public paths (health checks) are matched exactly, query string
 	# included: "/healthz?x" is not public.
 	input.attributes.request.http.path in data.routes.public
+} else := {"allowed": true} if {
+	# A route phantom-authz's configuration (or Envoy) marks public.
+	input.route.public
 } else := data.openbanking.accounts.allow if {
 	# The Open Banking pack (openbanking/) decides its APIs itself.
 	api == "ob-accounts"
@@ -60,10 +63,12 @@ denial := {
 	not client_permitted
 }
 
-# The API a request is for: the one Envoy names in the route's
-# context_extensions (api: accounts), else the second segment of a path
-# /api/<name>/...
+# The API a request is for: the route's (phantom-authz's route table, Envoy's
+# route metadata or context_extensions: api: accounts), else the second
+# segment of a path /api/<name>/...
 api := name if {
+	name := input.route.api
+} else := name if {
 	name := input.attributes.contextExtensions.api
 } else := name if {
 	input.parsed_path[0] == "api"

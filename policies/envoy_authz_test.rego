@@ -107,6 +107,16 @@ test_context_extension_names_the_api if {
 	authz.allow == allowed with input as with_token(req, token(["read"]))
 }
 
+test_route_names_the_api if {
+	req := object.union(request("GET", "/v2/acct/1"), {"route": {"name": "acct", "api": "accounts", "params": {}}})
+	authz.allow == allowed with input as with_token(req, token(["read"]))
+}
+
+test_public_route_needs_no_token if {
+	req := object.union(request("GET", "/status"), {"route": {"name": "status", "public": true, "params": {}}})
+	authz.allow == allowed with input as req
+}
+
 test_context_extension_wins_over_the_path if {
 	req := object.union(request("GET", "/api/accounts/1"), {"attributes": {"contextExtensions": {"api": "admin"}}})
 	d := authz.allow with input as with_token(req, token(["read"]))

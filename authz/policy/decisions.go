@@ -291,6 +291,7 @@ func (p *keyPlan) writeKey(w *keyWriter, r *authz.Request) bool {
 			w.str(rt.Name)
 			w.str(rt.API)
 			w.str(rt.Template)
+			w.uvarint(uint64(b2u(rt.Public)))
 			for _, p := range rt.Params() {
 				w.str(p.Name)
 				w.str(p.Value)
@@ -517,4 +518,11 @@ func anyCost(v any) int64 {
 	default:
 		return 16
 	}
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -73,6 +73,7 @@ var (
 	kName            = ast.StringTerm("name")
 	kTemplate        = ast.StringTerm("template")
 	kParams          = ast.StringTerm("params")
+	kPublic          = ast.StringTerm("public")
 
 	tTrue  = ast.BooleanTerm(true)
 	tFalse = ast.BooleanTerm(false)
@@ -215,8 +216,9 @@ func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
 	return b.object(&in), nil
 }
 
-// route is input.route: the route the engine selected (name, api, template
-// and the template's params), so policies need not parse paths again.
+// route is input.route: the route the engine selected (name, api, template,
+// the template's params, and public when it needs no credential), so
+// policies need not parse paths again.
 func (b *builder) route(rt *route.Route) *ast.Term {
 	var f, p fields
 	f.str(b, all, kName, rt.Name)
@@ -226,6 +228,9 @@ func (b *builder) route(rt *route.Route) *ast.Term {
 		p.add(b.str(pr.Name), b.str(pr.Value))
 	}
 	f.add(kParams, b.object(&p))
+	if rt.Public {
+		f.add(kPublic, tTrue)
+	}
 	return b.object(&f)
 }
 
