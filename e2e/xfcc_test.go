@@ -37,8 +37,9 @@ const (
 // certificates requested, not required) and forwards everything to the
 // inner Envoy at innerPort over mutual TLS, presenting cert. fcc is its
 // forward_client_cert_details; details its set_current_client_cert_details.
-// It returns the gateway's https:// URL.
-func startGateway(t *testing.T, p *pki, cert *leafCert, innerPort int, fcc string, details map[string]any) string {
+// The edits change the config before it is written. It returns the
+// gateway's https:// URL.
+func startGateway(t *testing.T, p *pki, cert *leafCert, innerPort int, fcc string, details map[string]any, edits ...func(cfg map[string]any)) string {
 	t.Helper()
 	lis, adm := freePort(t), freePort(t)
 	down := envoyTLSSocket("DownstreamTlsContext", p.server, p.ca)
@@ -78,6 +79,9 @@ func startGateway(t *testing.T, p *pki, cert *leafCert, innerPort int, fcc strin
 				}}},
 			}},
 		},
+	}
+	for _, edit := range edits {
+		edit(cfg)
 	}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -204,5 +208,70 @@ func testXFCC(t *testing.T, innerFCC string, innerDetails map[string]any) {
 				t.Errorf("the client's x-forwarded-client-cert reached the upstream: %q", got)
 			}
 		})
+	}
+}
+
+// Trust by address (binding.xfcc.trusted_addresses): the gateway connects to
+// the inner Envoy from 127.0.0.2, clients from 127.0.0.1. The address is the
+// TCP peer Envoy saw, so a client claiming the gateway's address in
+// X-Forwarded-For gains nothing.
+func TestEnvoyXFCCTrustedAddress(t *testing.T) {
+	t.Parallel()
+	needTools(t)
+	const gatewayAddr = "127.0.0.2"
+	p := newPKI(t)
+	tokens := &boundTokens{tokens: map[string]map[string]any{}}
+	as := httptest.NewServer(tokens)
+	t.Cleanup(as.Close)
+	authz := startAuthz(t, nil, authzOptions{introspectionURL: as.URL + "/introspect", set: map[string]any{
+		"binding": map[string]any{"xfcc": map[string]any{"trusted_addresses": []any{gatewayAddr}}},
+	}})
+	inner := startEnvoyTLS(t, authz.grpcPort, startDemo(t), p, func(cfg map[string]any) {
+		hcm := at(cfg, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config").(map[string]any)
+		hcm["forward_client_cert_details"] = "FORWARD_ONLY"
+	})
+	var innerPort int
+	if _, err := fmt.Sscanf(inner, "https://localhost:%d", &innerPort); err != nil {
+		t.Fatal(err)
+	}
+	gateway := startGateway(t, p, p.ca.client(t, "address-gateway"), innerPort, "SANITIZE_SET", map[string]any{"cert": true},
+		func(cfg map[string]any) {
+			cluster := at(cfg, "static_resources", "clusters", 0).(map[string]any)
+			cluster["upstream_bind_config"] = map[string]any{"source_address": map[string]any{"address": gatewayAddr, "port_value": 0}}
+		})
+
+	const tok, unbound = "xfcc-bound-token", "xfcc-unbound-token"
+	tokens.add(tok, map[string]any{"x5t#S256": p.x5tA})
+	tokens.add(unbound, nil)
+	sumA := sha256.Sum256(p.clientA.Certificate[0])
+	spoof := http.Header{
+		"X-Forwarded-Client-Cert":  {"Hash=" + hex.EncodeToString(sumA[:])},
+		"X-Forwarded-For":          {gatewayAddr},
+		"X-Envoy-External-Address": {gatewayAddr},
+	}
+	with := func(tok string, extra http.Header) http.Header {
+		h := http.Header{"Authorization": {"Bearer " + tok}}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return h
+	}
+	via := func(url string) *tlsStack { return &tlsStack{pki: p, tokens: tokens, authz: authz, url: url} }
+
+	s := via(gateway)
+	s.upstreamClaims(t, s.call(t, &p.clientA, "GET", "/api/accounts/1", with(tok, nil)), tok)
+	if r := s.call(t, &p.clientB, "GET", "/api/accounts/1", with(tok, nil)); r.denial(t, http.StatusUnauthorized).Error != "invalid_token" {
+		t.Errorf("another certificate through the trusted gateway: %s", r.body)
+	}
+
+	direct := via(inner)
+	r := direct.call(t, &p.clientB, "GET", "/api/accounts/1", with(tok, spoof))
+	if pr := r.denial(t, http.StatusUnauthorized); pr.Error != "invalid_token" {
+		t.Errorf("forged XFCC and X-Forwarded-For straight to the inner Envoy: error %q", pr.Error)
+	}
+	r = direct.call(t, &p.clientB, "GET", "/api/accounts/1", with(unbound, spoof))
+	direct.upstreamClaims(t, r, unbound)
+	if got := r.upstream(t).Headers["x-forwarded-client-cert"]; got != nil {
+		t.Errorf("the client's x-forwarded-client-cert reached the upstream: %q", got)
 	}
 }
