@@ -1,0 +1,3 @@
+package envoy.authz
+
+result := {"allowed": true, "dynamic_metadata": {"input": input}}

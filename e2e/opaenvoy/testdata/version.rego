@@ -1,0 +1,6 @@
+package envoy.authz
+
+allow if {
+	input.version.ext_authz == "v3"
+	input.version.encoding == "protojson"
+}
