@@ -158,6 +158,7 @@ func (e *Engine) Check(ctx context.Context, r *Request) Decision {
 	ctx, span, own := e.obs.startCheck(ctx)
 	var st checkState
 	d := e.check(ctx, r, &st)
+	d.DecisionID = newDecisionID()
 	dry := false
 	if !d.Allowed {
 		e.denialScheme(r, &d)
@@ -177,9 +178,9 @@ func (e *Engine) Check(ctx context.Context, r *Request) Decision {
 }
 
 func (e *Engine) check(ctx context.Context, r *Request, st *checkState) Decision {
-	if r.Method == "" {
-		return deny(400, "invalid_request", "invalid_request", "The request carries no HTTP attributes.")
-	}
+	// A request without HTTP attributes (Envoy's network filter) goes
+	// through the same stages: the policy decides on its peers, and where a
+	// credential is required it is missing, so it is denied.
 	size := 0
 	for k, v := range r.Headers {
 		size += len(k) + len(v)
@@ -226,7 +227,9 @@ func (e *Engine) check(ctx context.Context, r *Request, st *checkState) Decision
 	e.obs.endPolicy(span, &d, err)
 	switch {
 	case errors.Is(err, ErrInvalidInput):
-		return deny(400, "invalid_request", "invalid_request", sentence(err))
+		// Not an OAuth error (the credential was fine, or not needed): no
+		// challenge, as OPA-Envoy answers such a request.
+		return deny(400, "invalid_request", "", sentence(err))
 	case err != nil:
 		st.err = err
 		return deny(503, "policy_error", "", "The authorization policy could not be evaluated.")

@@ -103,7 +103,8 @@ func TestCheck(t *testing.T) {
 		{name: "policy error fails closed", headers: map[string]string{"authorization": "Bearer tok-read"},
 			decider: &fakeDecider{err: errors.New("policy: eval: boom")}, status: 503},
 		{name: "bad input", headers: map[string]string{}, noCreds: true,
-			decider: &fakeDecider{err: fmt.Errorf("policy: %w: request body is not valid JSON", authz.ErrInvalidInput)}, status: 400, errCode: "invalid_request"},
+			// Not an OAuth error: no error code, no challenge (as OPA-Envoy).
+			decider: &fakeDecider{err: fmt.Errorf("policy: %w: request body is not valid JSON", authz.ErrInvalidInput)}, status: 400},
 		{name: "no credentials configured: policy alone", headers: map[string]string{}, noCreds: true, decider: &fakeDecider{allow: true}, allowed: true},
 		{name: "no credentials configured: policy denies", headers: map[string]string{}, noCreds: true, decider: &fakeDecider{}, status: 403},
 	}
@@ -188,11 +189,18 @@ func TestCheckInjectsJWTAndStripsOwnedHeaders(t *testing.T) {
 	}
 }
 
+// Envoy's network filter sends no HTTP attributes: as under OPA-Envoy the
+// policy decides on the peers; where a credential is required, there is
+// none, so it is denied.
 func TestCheckNoHTTPAttributes(t *testing.T) {
+	l4 := &authz.Request{Absent: authz.PartRequest | authz.PartHTTP, Source: authz.Peer{Address: "10.0.0.5", Port: 4000}}
 	e, _ := authz.New(authz.Config{Decider: &fakeDecider{allow: true}})
-	d := e.Check(context.Background(), &authz.Request{})
-	if d.Allowed || d.Status != 400 {
-		t.Fatalf("got %+v", d)
+	if d := e.Check(context.Background(), l4); !d.Allowed {
+		t.Fatalf("no credential stages, the policy allows: got %+v", d)
+	}
+	e, _ = authz.New(authz.Config{Decider: &fakeDecider{allow: true}, Resolver: fakeResolver{}})
+	if d := e.Check(context.Background(), l4); d.Allowed || d.Status != 401 || d.Reason != "missing_token" {
+		t.Fatalf("a credential required: got %+v", d)
 	}
 }
 

@@ -46,6 +46,7 @@ const (
 	attrStatus      = attribute.Key("http.response.status_code")
 	attrRoute       = attribute.Key("phantom_authz.route")
 	attrDryRun      = attribute.Key("phantom_authz.dry_run")
+	attrDecisionID  = attribute.Key("phantom_authz.decision_id")
 	attrAuth        = attribute.Key("phantom_authz.auth")
 	attrTokenKind   = attribute.Key("phantom_authz.token.kind")
 	attrRevision    = attribute.Key("phantom_authz.policy.revision")
@@ -243,6 +244,7 @@ func (o *observer) finish(ctx context.Context, span trace.Span, r *Request, d *D
 			Auth:        authOf(st),
 			DefaultRule: d.DefaultRule,
 			Duration:    elapsed,
+			DecisionID:  d.DecisionID.String(),
 		}
 		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
 			rec.TraceID = sc.TraceID().String()
@@ -268,6 +270,7 @@ func (o *observer) annotate(span trace.Span, r *Request, d *Decision, st *checkS
 		attrReason.String(d.Reason),
 		attrAuth.String(authOf(st)),
 		attrDryRun.Bool(dry),
+		attrDecisionID.String(d.DecisionID.String()),
 	)
 	if route := r.Route.API; route != "" {
 		kv = append(kv, attrRoute.String(route))
@@ -374,7 +377,7 @@ func (e *Engine) dryRun(r *Request) bool {
 // credential, and owned headers are stripped. Reason and Status keep what
 // would have happened.
 func (e *Engine) dryRunAllow(r *Request, tok *token.Token, denied Decision) Decision {
-	d := Decision{Allowed: true, DryRun: true, Status: denied.Status, Reason: denied.Reason}
+	d := Decision{Allowed: true, DryRun: true, Status: denied.Status, Reason: denied.Reason, DecisionID: denied.DecisionID}
 	// forward drops a credential that did not resolve, as on a public route.
 	e.forward(r, tok, &d)
 	if _, sent := r.Headers["dpop"]; sent && tok != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -98,6 +99,9 @@ func TestCheckSpans(t *testing.T) {
 	}
 	if a["http.response.status_code"].AsInt64() != 200 {
 		t.Errorf("status attribute %v", a["http.response.status_code"])
+	}
+	if id := a["phantom_authz.decision_id"].Emit(); len(id) != 36 {
+		t.Errorf("decision id attribute %q", id)
 	}
 	for _, s := range spans {
 		for _, kv := range s.Attributes() {
@@ -276,7 +280,7 @@ func TestDecisionLogRecord(t *testing.T) {
 	e, _ := authz.New(authz.Config{Decider: &fakeDecider{}, Resolver: claimsResolver{}, DecisionLog: dl, Tracer: tracer})
 	r := request(map[string]string{"authorization": "Bearer opaque-secret-token"})
 	r.ContextExtensions = map[string]string{"api": "accounts"}
-	e.Check(context.Background(), r)
+	d := e.Check(context.Background(), r)
 
 	var rec map[string]any
 	if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
@@ -297,6 +301,14 @@ func TestDecisionLogRecord(t *testing.T) {
 	}
 	if id, _ := rec["trace_id"].(string); len(id) != 32 {
 		t.Errorf("trace_id %q", rec["trace_id"])
+	}
+	// The id Envoy receives as dynamic metadata decision_id, a fresh UUID
+	// per decision, joins Envoy's access log to this record.
+	if _, err := uuid.Parse(d.DecisionID.String()); err != nil || rec["decision_id"] != d.DecisionID.String() {
+		t.Errorf("decision_id %v, decision's %q", rec["decision_id"], d.DecisionID)
+	}
+	if again := e.Check(context.Background(), r); again.DecisionID == d.DecisionID {
+		t.Error("two decisions share an id")
 	}
 	if s := out.String(); strings.Contains(s, "opaque-secret-token") || strings.Contains(s, "alice") {
 		t.Errorf("the record leaks the token or the subject: %s", s)

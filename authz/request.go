@@ -24,9 +24,15 @@ type Request struct {
 	// Headers are the request headers, keys lower-case; Envoy joins repeated
 	// headers with commas.
 	Headers map[string]string
-	// RawHeaders are the headers in order, one entry per occurrence, when
-	// Envoy sends them with encode_raw_headers; nil otherwise.
-	RawHeaders []Header
+	// RawHeaders are the headers in order, one entry per occurrence, names
+	// as sent, when Envoy sends them with encode_raw_headers (header_map);
+	// nil otherwise. RawHeaderStrings: their values came as value rather
+	// than raw_value. HeadersJoined: Envoy sent only header_map, and
+	// Headers were joined from it (the policy input then has no headers map,
+	// as OPA-Envoy's has none).
+	RawHeaders       []Header
+	RawHeaderStrings bool
+	HeadersJoined    bool
 	// Body is the request body Envoy buffered (possibly truncated), RawBody
 	// the same bytes when Envoy sends them raw.
 	Body    string
@@ -44,17 +50,33 @@ type Request struct {
 	// RouteMetadata are the settings of Envoy's route metadata under the
 	// "phantom-authz" namespace (route_metadata_context), as strings.
 	RouteMetadata map[string]string
-	// MetadataContext is Envoy's filter metadata, already converted to plain
-	// Go values (maps, slices, strings, numbers, bools).
-	MetadataContext map[string]any
+	// MetadataContext and RouteMetadataContext are Envoy's metadata of the
+	// request and of its route in the policy input's shape (filterMetadata:
+	// namespace → plain Go values; typedFilterMetadata: namespace → typeUrl
+	// and base64 value), nil when not sent.
+	MetadataContext      map[string]any
+	RouteMetadataContext map[string]any
 	// TLSSNI is the server name the client asked for in the TLS handshake.
 	TLSSNI string
+	// Absent lists the parts of Envoy's CheckRequest that were not sent
+	// (a network filter's request has no HTTP part); zero: all were.
+	Absent Parts
 
 	// Route is the route the Engine selected for the request (its route
 	// table, route metadata, context extensions), before any other stage
 	// ran; whatever a caller puts here is replaced.
 	Route route.Route
 }
+
+// Parts is a set of the parts of a CheckRequest.
+type Parts uint8
+
+// The parts of a CheckRequest that may be absent.
+const (
+	PartAttributes Parts = 1 << iota
+	PartRequest
+	PartHTTP
+)
 
 // Peer is one side of the connection.
 type Peer struct {
@@ -68,6 +90,10 @@ type Peer struct {
 	// Certificate is the URL-encoded PEM of the peer's certificate, sent when
 	// Envoy's include_peer_certificate is on.
 	Certificate string
+	// AddressValue is the address in the policy input's shape when it is
+	// not a plain socket address and port (a pipe, an internal address, a
+	// UDP socket, a named port); nil otherwise.
+	AddressValue map[string]any
 }
 
 // Header is one header name and value.

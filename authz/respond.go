@@ -9,18 +9,22 @@ import (
 
 // finishDenial completes a denial as a client expects it: a WWW-Authenticate
 // challenge for 401s and OAuth error codes (RFC 6750 §3, RFC 9470), and a
-// problem+json body (RFC 9457) unless the policy wrote its own body.
+// problem+json body (RFC 9457). What a policy wrote of its own always wins:
+// a policy's plain 401 gets no challenge it did not ask for (by an error
+// code), and a policy that wrote a body or a content-type gets no problem
+// body, as under OPA-Envoy.
 func (e *Engine) finishDenial(d *Decision) {
 	if d.Status == 0 {
 		d.Status = http.StatusForbidden
 	}
+	byPolicy := d.Reason == "policy_denied"
 	if d.Reason == "" {
 		d.Reason = "policy_denied"
 	}
-	if (d.Status == http.StatusUnauthorized || d.Error != "") && !hasHeader(d.Headers, "www-authenticate") {
+	if (d.Error != "" || d.Status == http.StatusUnauthorized && !byPolicy) && !hasHeader(d.Headers, "www-authenticate") {
 		d.Headers = append(d.Headers, Header{Key: "www-authenticate", Value: e.challenge(d)})
 	}
-	if d.Body == "" {
+	if d.Body == "" && !d.PolicyBody && !hasHeader(d.Headers, "content-type") {
 		d.Headers = append(d.Headers, Header{Key: "content-type", Value: "application/problem+json"})
 		d.Body = problem(d)
 	}
@@ -90,7 +94,7 @@ type problemBody struct {
 func problem(d *Decision) string {
 	b, _ := json.Marshal(problemBody{
 		Type:      "about:blank",
-		Title:     http.StatusText(d.Status),
+		Title:     statusTitle(d.Status),
 		Status:    d.Status,
 		Detail:    d.Detail,
 		Error:     d.Error,
@@ -99,4 +103,19 @@ func problem(d *Decision) string {
 		MaxAge:    d.MaxAge,
 	})
 	return string(b)
+}
+
+// statusTitle is the reason phrase of status, or its class for a status
+// with none (a policy may deny with 499 or 599).
+func statusTitle(status int) string {
+	if t := http.StatusText(status); t != "" {
+		return t
+	}
+	switch status / 100 {
+	case 4:
+		return "Client Error"
+	case 5:
+		return "Server Error"
+	}
+	return "Error"
 }

@@ -55,11 +55,15 @@ type Record struct {
 	// DefaultRule: the policy's default rule (or no rule at all) decided.
 	DefaultRule bool
 	Duration    time.Duration
+	// DecisionID is the decision's UUID, the decision_id Envoy received as
+	// dynamic metadata (and its access log can print).
+	DecisionID string
 }
 
 // The record's field names, as written.
 const (
 	FieldTime           = "time"
+	FieldDecisionID     = "decision_id"
 	FieldTraceID        = "trace_id"
 	FieldDecision       = "decision"
 	FieldDryRun         = "dry_run"
@@ -77,8 +81,8 @@ const (
 	FieldDurationMS     = "duration_ms"
 )
 
-// Maskable are the fields a mask may name; time, decision and dry_run are
-// always written.
+// Maskable are the fields a mask may name; time, decision_id, decision and
+// dry_run are always written.
 var Maskable = []string{
 	FieldTraceID, FieldStatus, FieldReason, FieldRoute, FieldMethod, FieldPath, FieldAuth,
 	FieldTokenKind, FieldClientID, FieldSubHash, FieldPolicyRevision, FieldDefaultRule, FieldDurationMS,
@@ -138,7 +142,7 @@ func (l *Logger) Log(ctx context.Context, rec *Record) {
 		decision = "allow"
 	}
 	attrs := make([]slog.Attr, 0, 16)
-	attrs = append(attrs, slog.String(FieldDecision, decision), slog.Bool(FieldDryRun, rec.DryRun))
+	attrs = append(attrs, slog.String(FieldDecisionID, rec.DecisionID), slog.String(FieldDecision, decision), slog.Bool(FieldDryRun, rec.DryRun))
 	add := func(name string, v slog.Value) {
 		if !l.mask[name] {
 			attrs = append(attrs, slog.Attr{Key: name, Value: v})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -30,6 +31,8 @@ var (
 	kScope           = ast.StringTerm("scope")
 	kACRValues       = ast.StringTerm("acr_values")
 	kMaxAge          = ast.StringTerm("max_age")
+	kQuerySet        = ast.StringTerm("query_parameters_to_set")
+	kQueryRm         = ast.StringTerm("query_parameters_to_remove")
 )
 
 // errMalformed marks a policy result that is not a decision.
@@ -51,8 +54,8 @@ func errorDecision() authz.Decision {
 }
 
 // toDecision reads the query's value: a boolean, or the OPA-Envoy decision
-// object with our extensions (reason, error, scope). Anything else is
-// malformed and never allows.
+// object with our extensions (reason, error, scope, acr_values, max_age).
+// Anything else is malformed and never allows.
 func toDecision(v ast.Value) (authz.Decision, error) {
 	switch v := v.(type) {
 	case ast.Boolean:
@@ -71,6 +74,14 @@ func toDecision(v ast.Value) (authz.Decision, error) {
 	}
 }
 
+// objectDecision reads a decision object as OPA-Envoy does: the fields
+// that apply to the outcome (headers and dynamic_metadata always; on allow
+// the request and response mutations; on deny the status and body) must be
+// well formed, or the decision is an error. Fields that do not apply, and
+// fields it does not know, are ignored: a policy written for OPA-Envoy is
+// never refused for a field OPA-Envoy would not read. Our own fields are
+// read on a denial only, and a value of the wrong type is ignored, as
+// OPA-Envoy ignores it.
 func objectDecision(o ast.Object) (authz.Decision, error) {
 	var d authz.Decision
 	t := o.Get(kAllowed)
@@ -87,53 +98,6 @@ func objectDecision(o ast.Object) (authz.Decision, error) {
 	if d.Headers, err = headerList(o, kHeaders); err != nil {
 		return d, err
 	}
-	if d.ResponseHeaders, err = headerList(o, kRespHeadersAdd); err != nil {
-		return d, err
-	}
-	if d.RemoveHeaders, err = stringList(o.Get(kReqHeadersRm), "request_headers_to_remove"); err != nil {
-		return d, err
-	}
-	for i, h := range d.RemoveHeaders {
-		d.RemoveHeaders[i] = lower(h)
-	}
-	status := http.StatusForbidden
-	if t := o.Get(kHTTPStatus); t != nil {
-		n, ok := t.Value.(ast.Number)
-		if !ok {
-			return d, fmt.Errorf(`"http_status" must be a number, got %s`, ast.ValueName(t.Value))
-		}
-		s, ok := n.Int()
-		if !ok || s < 100 || s > 599 {
-			return d, fmt.Errorf(`"http_status" %s is not an HTTP status`, n)
-		}
-		status = s
-	}
-	if d.Body, err = stringField(o, kBody, "body"); err != nil {
-		return d, err
-	}
-	if d.Detail, err = stringField(o, kReason, "reason"); err != nil {
-		return d, err
-	}
-	if d.Error, err = stringField(o, kError, "error"); err != nil {
-		return d, err
-	}
-	if d.Scope, err = spaceList(o, kScope, "scope"); err != nil {
-		return d, err
-	}
-	if d.ACRValues, err = spaceList(o, kACRValues, "acr_values"); err != nil {
-		return d, err
-	}
-	if t := o.Get(kMaxAge); t != nil {
-		var age int
-		n, ok := t.Value.(ast.Number)
-		if ok {
-			age, ok = n.Int()
-		}
-		if !ok || age < 0 {
-			return d, fmt.Errorf(`"max_age" must be a whole number of seconds, got %v`, t)
-		}
-		d.MaxAge = &age
-	}
 	if t := o.Get(kDynamicMetadata); t != nil {
 		if _, ok := t.Value.(ast.Object); !ok {
 			return d, fmt.Errorf(`"dynamic_metadata" must be an object, got %s`, ast.ValueName(t.Value))
@@ -145,13 +109,104 @@ func objectDecision(o ast.Object) (authz.Decision, error) {
 		d.DynamicMetadata = m.(map[string]any)
 	}
 
+	ours(o, &d)
+
 	if d.Allowed {
 		d.Reason = ReasonAllowed
-	} else {
-		d.Reason = ReasonDenied
-		d.Status = status
+		if d.RemoveHeaders, err = stringList(o.Get(kReqHeadersRm), "request_headers_to_remove"); err != nil {
+			return d, err
+		}
+		if d.ResponseHeaders, err = headerList(o, kRespHeadersAdd); err != nil {
+			return d, err
+		}
+		if d.QueryParamsToRemove, err = stringList(o.Get(kQueryRm), "query_parameters_to_remove"); err != nil {
+			return d, err
+		}
+		if d.QueryParamsToSet, err = queryParams(o.Get(kQuerySet)); err != nil {
+			return d, err
+		}
+		return d, nil
+	}
+
+	d.Reason = ReasonDenied
+	d.Status = http.StatusForbidden
+	if t := o.Get(kBody); t != nil {
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return d, fmt.Errorf(`"body" must be a string, got %s`, ast.ValueName(t.Value))
+		}
+		d.Body, d.PolicyBody = string(s), true
+	}
+	if t := o.Get(kHTTPStatus); t != nil {
+		if d.Status, err = httpStatus(t); err != nil {
+			return d, err
+		}
 	}
 	return d, nil
+}
+
+// ours reads phantom-authz's own fields (reason, error, scope, acr_values,
+// max_age); a value of another type is ignored, as OPA-Envoy ignores it.
+func ours(o ast.Object, d *authz.Decision) {
+	d.Detail, _ = stringField(o, kReason, "reason")
+	d.Error, _ = stringField(o, kError, "error")
+	d.Scope, _ = spaceList(o, kScope, "scope")
+	d.ACRValues, _ = spaceList(o, kACRValues, "acr_values")
+	if t := o.Get(kMaxAge); t != nil {
+		if n, ok := t.Value.(ast.Number); ok {
+			if age, ok := n.Int(); ok && age >= 0 {
+				d.MaxAge = &age
+			}
+		}
+	}
+}
+
+// httpStatus reads a denial's http_status: a whole number (written without
+// a fraction, as OPA-Envoy demands) that is a status Envoy can send, 200 to
+// 599 (Envoy sends any such status as it is, even one it has no name for;
+// see README.md, "OPA-Envoy compatibility").
+func httpStatus(t *ast.Term) (int, error) {
+	n, ok := t.Value.(ast.Number)
+	if !ok {
+		return 0, fmt.Errorf(`"http_status" must be a number, got %s`, ast.ValueName(t.Value))
+	}
+	s, err := strconv.Atoi(string(n))
+	if err != nil || s < 200 || s > 599 {
+		return 0, fmt.Errorf(`"http_status" %s is not an HTTP status`, n)
+	}
+	return s, nil
+}
+
+// queryParams reads query_parameters_to_set: an object of name → string or
+// array of strings, sorted by name; values keep their order.
+func queryParams(t *ast.Term) ([]authz.Header, error) {
+	if t == nil {
+		return nil, nil
+	}
+	obj, ok := t.Value.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf(`"query_parameters_to_set" must be an object, got %s`, ast.ValueName(t.Value))
+	}
+	var out []authz.Header
+	for _, key := range obj.Keys() {
+		ks, ok := key.Value.(ast.String)
+		if !ok {
+			return nil, fmt.Errorf(`"query_parameters_to_set": names must be strings, has %s`, ast.ValueName(key.Value))
+		}
+		val := obj.Get(key)
+		if s, ok := val.Value.(ast.String); ok {
+			out = append(out, authz.Header{Key: string(ks), Value: string(s)})
+			continue
+		}
+		vs, err := stringList(val, "query_parameters_to_set."+string(ks))
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			out = append(out, authz.Header{Key: string(ks), Value: v})
+		}
+	}
+	return out, nil
 }
 
 func stringField(o ast.Object, k *ast.Term, name string) (string, error) {
@@ -242,7 +297,7 @@ func headerList(o ast.Object, k *ast.Term) ([]authz.Header, error) {
 			if !ok {
 				return nil, fmt.Errorf("%q: header names must be strings, has %s", name, ast.ValueName(key.Value))
 			}
-			hk := lower(string(ks))
+			hk := string(ks) // as the policy wrote it, as OPA-Envoy sends it
 			val := obj.Get(key)
 			if s, ok := val.Value.(ast.String); ok {
 				out = append(out, authz.Header{Key: hk, Value: string(s)})

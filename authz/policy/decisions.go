@@ -118,7 +118,7 @@ func newKeyPlan(c *ast.Compiler, n *need) *keyPlan {
 		if cn := a.child(kContextExt); cn != nil {
 			p.mapOps(cn, opContextExtensions, opContextExtension, 0)
 		}
-		if a.has(kMetadataContext) {
+		if a.has(kMetadataContext) || a.has(kRouteMetadata) {
 			return nil
 		}
 		if a.has(kTLSSession) {
@@ -131,8 +131,16 @@ func newKeyPlan(c *ast.Compiler, n *need) *keyPlan {
 	if n.has(kRoute) {
 		p.ops = append(p.ops, keyOp{kind: opRoute})
 	}
+	if n.has(kSourcePrincipal) {
+		p.ops = append(p.ops, keyOp{kind: opPeerPrincipal, peer: 0})
+	}
 	// parsed_body and truncated_body: a request with a body is never cached
-	// (see writeKey), and without one they are constant; so is version.
+	// (see writeKey), and without one they are constant but for Envoy's
+	// partial-body mark; version is constant.
+	if n.has(kTruncatedBody) {
+		p.ops = append(p.ops, keyOp{kind: opHeader, name: "x-envoy-auth-partial-body"})
+		p.headers = true
+	}
 	p.token = n.has(kToken)
 	return p
 }
@@ -226,9 +234,12 @@ func (p *keyPlan) writeKey(w *keyWriter, r *authz.Request) bool {
 		// are rare enough on a cached route to always evaluate.
 		return false
 	}
-	if p.headers && len(r.Headers) == 0 && len(r.RawHeaders) > 0 {
-		return false // headers only in raw form: the builder joins them
+	if p.headers && r.HeadersJoined {
+		return false // headers only in raw form: the input has no headers map
 	}
+	// Which parts were sent shapes the input (no http object at all for
+	// Envoy's network filter).
+	w.uvarint(uint64(r.Absent))
 	for i := range p.ops {
 		op := &p.ops[i]
 		var peer *authz.Peer
@@ -239,6 +250,9 @@ func (p *keyPlan) writeKey(w *keyWriter, r *authz.Request) bool {
 		}
 		switch op.kind {
 		case opPeerAddress:
+			if peer.AddressValue != nil {
+				return false // a pipe, an internal address: rare, evaluated
+			}
 			w.str(peer.Address)
 			w.uvarint(uint64(peer.Port))
 		case opPeerService:
@@ -432,7 +446,7 @@ func (k *decisionKey) make(set *policySet, r *authz.Request, ti *tokenInput) {
 	if p == nil {
 		return
 	}
-	if path, _ := splitTarget(r); !validEscapes(path) {
+	if !validTarget(r.Path) {
 		return // refused by the builder, whatever the policy reads
 	}
 	var id uint64

@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"mime"
+	"mime/multipart"
 	"net/url"
 	"slices"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
 
 	"github.com/phantom-authz/phantom-authz/authz"
 	"github.com/phantom-authz/phantom-authz/authz/route"
@@ -62,6 +65,11 @@ var (
 	kFilterMetadata  = ast.StringTerm("filterMetadata")
 	kTLSSession      = ast.StringTerm("tlsSession")
 	kSNI             = ast.StringTerm("sni")
+	kRouteMetadata   = ast.StringTerm("routeMetadataContext")
+	kValue           = ast.StringTerm("value")
+	kSeconds         = ast.StringTerm("seconds")
+	kNanos           = ast.StringTerm("nanos")
+	kSourcePrincipal = ast.StringTerm("source_principal")
 	kParsedPath      = ast.StringTerm("parsed_path")
 	kParsedQuery     = ast.StringTerm("parsed_query")
 	kParsedBody      = ast.StringTerm("parsed_body")
@@ -168,20 +176,24 @@ func (b *builder) object(f *fields) *ast.Term {
 }
 
 // buildInput returns the policy input for r and tok, limited to what n (the
-// loaded policy set) reads.
+// loaded policy set) reads. A request OPA-Envoy refuses to turn into input
+// (a malformed path, query, body or content-length) is refused here too, as
+// authz.ErrInvalidInput, whatever the policies read: a request's fate must
+// not depend on which fields a policy happens to use.
 func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
 	var b builder
 	var in fields
 
-	if a := n.child(kAttributes); a != nil {
+	if a := n.child(kAttributes); a != nil && r.Absent&authz.PartAttributes == 0 {
 		in.add(kAttributes, b.attributes(a, r))
 	}
 
-	path, query := splitTarget(r)
-	// Checked whether or not the policy reads parsed_path, so that a
-	// request's fate does not depend on which fields a policy happens to use.
+	path, query, _ := strings.Cut(r.Path, "?")
 	if !validEscapes(path) {
 		return nil, fmt.Errorf("%w: path is not valid URL encoding", authz.ErrInvalidInput)
+	}
+	if err := validQuery(query); err != nil {
+		return nil, err
 	}
 	if n.has(kParsedPath) {
 		t, err := b.parsedPath(path)
@@ -194,11 +206,14 @@ func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
 		in.add(kParsedQuery, parsedQuery(query))
 	}
 
-	parsed, truncated, err := body(r, n.has(kParsedBody))
+	parsed, truncated, err := body(r, n.has(kParsedBody), n.has(kTruncatedBody))
 	if err != nil {
 		return nil, err
 	}
-	if parsed != nil {
+	if n.has(kParsedBody) {
+		if parsed == nil {
+			parsed = ast.InternedNullTerm
+		}
 		in.add(kParsedBody, parsed)
 	}
 	if n.has(kTruncatedBody) {
@@ -206,6 +221,9 @@ func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
 	}
 	if n.has(kVersion) {
 		in.add(kVersion, versionTerm)
+	}
+	if r.Source.Principal != "" && n.has(kSourcePrincipal) {
+		in.add(kSourcePrincipal, b.str(r.Source.Principal))
 	}
 	if tok != nil && n.has(kToken) {
 		in.add(kToken, tok.term)
@@ -246,15 +264,20 @@ func (b *builder) attributes(n *need, r *authz.Request) *ast.Term {
 			a.add(kDestination, t)
 		}
 	}
-	if rn := n.child(kRequest); rn != nil {
+	if rn := n.child(kRequest); rn != nil && r.Absent&authz.PartRequest == 0 {
 		a.add(kRequest, b.request(rn, r))
 	}
 	if len(r.ContextExtensions) > 0 && n.has(kContextExt) {
 		a.add(kContextExt, stringMap(r.ContextExtensions))
 	}
-	if len(r.MetadataContext) > 0 && n.has(kMetadataContext) {
+	if r.MetadataContext != nil && n.has(kMetadataContext) {
 		if t := metadataContext(r.MetadataContext); t != nil {
 			a.add(kMetadataContext, t)
+		}
+	}
+	if r.RouteMetadataContext != nil && n.has(kRouteMetadata) {
+		if t := metadataContext(r.RouteMetadataContext); t != nil {
+			a.add(kRouteMetadata, t)
 		}
 	}
 	if r.TLSSNI != "" && n.has(kTLSSession) {
@@ -267,7 +290,11 @@ func (b *builder) attributes(n *need, r *authz.Request) *ast.Term {
 // it is empty.
 func (b *builder) peer(n *need, p *authz.Peer) *ast.Term {
 	var f fields
-	if (p.Address != "" || p.Port != 0) && n.has(kAddress) {
+	if p.AddressValue != nil && n.has(kAddress) {
+		if v, err := toValue(p.AddressValue, 0); err == nil {
+			f.add(kAddress, ast.NewTerm(v))
+		}
+	} else if (p.Address != "" || p.Port != 0) && n.has(kAddress) {
 		var sa fields
 		sa.str(b, all, kAddress, p.Address)
 		if p.Port != 0 {
@@ -290,9 +317,9 @@ func (b *builder) peer(n *need, p *authz.Peer) *ast.Term {
 func (b *builder) request(n *need, r *authz.Request) *ast.Term {
 	var f fields
 	if !r.Time.IsZero() && n.has(kTime) {
-		f.add(kTime, ast.StringTerm(timestamp(r.Time)))
+		f.add(kTime, timestamp(r.Time))
 	}
-	if hn := n.child(kHTTP); hn != nil {
+	if hn := n.child(kHTTP); hn != nil && r.Absent&authz.PartHTTP == 0 {
 		var h fields
 		h.str(b, hn, kID, r.ID)
 		h.str(b, hn, kMethod, r.Method)
@@ -302,14 +329,14 @@ func (b *builder) request(n *need, r *authz.Request) *ast.Term {
 			}
 		}
 		if len(r.RawHeaders) > 0 && hn.has(kHeaderMap) {
-			h.add(kHeaderMap, headerMap(r.RawHeaders))
+			h.add(kHeaderMap, headerMap(r.RawHeaders, r.RawHeaderStrings))
 		}
 		h.str(b, hn, kPath, r.Path)
 		h.str(b, hn, kHost, r.Host)
 		h.str(b, hn, kScheme, r.Scheme)
 		h.str(b, hn, kQuery, r.Query)
 		h.str(b, hn, kFragment, r.Fragment)
-		if r.Size > 0 && hn.has(kSize) {
+		if r.Size != 0 && hn.has(kSize) {
 			h.add(kSize, ast.InternedTerm(r.Size))
 		}
 		h.str(b, hn, kProtocol, r.Protocol)
@@ -322,12 +349,15 @@ func (b *builder) request(n *need, r *authz.Request) *ast.Term {
 	return b.object(&f)
 }
 
-// headers returns the request headers as an object. When Envoy sent only the
-// raw header list, repeated headers are joined with commas as Envoy does for
-// the headers map. When the policies name every header they read (n has
-// only named children), only those are built.
+// headers returns the request headers as an object, nil when Envoy sent
+// only the raw header list (OPA-Envoy's input then has no headers map
+// either). When the policies name every header they read (n has only named
+// children), only those are built.
 func headers(r *authz.Request, n *need) *ast.Term {
-	if n != nil && !n.all && len(r.Headers) > 0 {
+	if r.HeadersJoined || len(r.Headers) == 0 {
+		return nil
+	}
+	if n != nil && !n.all {
 		items := make([][2]*ast.Term, 0, len(n.children))
 		for k := range n.children {
 			if v, ok := r.Headers[string(k.Value.(ast.String))]; ok {
@@ -336,28 +366,18 @@ func headers(r *authz.Request, n *need) *ast.Term {
 		}
 		return ast.NewTerm(ast.NewObject(items...))
 	}
-	if len(r.Headers) > 0 {
-		return stringMap(r.Headers)
-	}
-	if len(r.RawHeaders) == 0 {
-		return nil
-	}
-	joined := make(map[string]string, len(r.RawHeaders))
-	for _, h := range r.RawHeaders {
-		k := strings.ToLower(h.Key)
-		if prev, ok := joined[k]; ok {
-			joined[k] = prev + "," + h.Value
-		} else {
-			joined[k] = h.Value
-		}
-	}
-	return stringMap(joined)
+	return stringMap(r.Headers)
 }
 
-// headerMap is protojson's HeaderMap: values are bytes, so base64.
-func headerMap(hs []authz.Header) *ast.Term {
+// headerMap is the header_map as OPA-Envoy shows it: names as sent, values
+// as value (a string) or rawValue (bytes, so base64), as Envoy sent them.
+func headerMap(hs []authz.Header, strs bool) *ast.Term {
 	list := make([]*ast.Term, len(hs))
 	for i, h := range hs {
+		if strs {
+			list[i] = ast.ObjectTerm(ast.Item(kKey, ast.StringTerm(h.Key)), ast.Item(kValue, ast.StringTerm(h.Value)))
+			continue
+		}
 		list[i] = ast.ObjectTerm(
 			ast.Item(kKey, ast.StringTerm(h.Key)),
 			ast.Item(kRawValue, ast.StringTerm(base64.StdEncoding.EncodeToString([]byte(h.Value)))),
@@ -377,9 +397,10 @@ func stringMap(m map[string]string) *ast.Term {
 	return b.term(ast.NewObject(items...))
 }
 
-// metadataContext is protojson's Metadata: authz.Request carries the filter
-// metadata by namespace, which protojson nests under "filterMetadata". A map
-// that already has that shape is taken as is.
+// metadataContext is Envoy's Metadata as OPA-Envoy shows it
+// (filterMetadata, typedFilterMetadata), which authz/server already built.
+// A map of namespaces alone (a Request made by hand) is nested under
+// filterMetadata.
 func metadataContext(m map[string]any) *ast.Term {
 	v, err := toValue(m, 0)
 	if err != nil {
@@ -388,44 +409,23 @@ func metadataContext(m map[string]any) *ast.Term {
 	}
 	_, hasFilter := m["filterMetadata"]
 	_, hasTyped := m["typedFilterMetadata"]
-	if hasFilter || hasTyped {
+	if hasFilter || hasTyped || len(m) == 0 {
 		return ast.NewTerm(v)
 	}
 	return ast.ObjectTerm(ast.Item(kFilterMetadata, ast.NewTerm(v)))
 }
 
-// timestamp formats t as protojson formats a google.protobuf.Timestamp:
-// UTC, with 0, 3, 6 or 9 fractional digits.
-func timestamp(t time.Time) string {
-	t = t.UTC()
-	s := t.Format("2006-01-02T15:04:05")
-	ns := t.Nanosecond()
-	switch {
-	case ns == 0:
-	case ns%1_000_000 == 0:
-		s += fmt.Sprintf(".%03d", ns/1_000_000)
-	case ns%1_000 == 0:
-		s += fmt.Sprintf(".%06d", ns/1_000)
-	default:
-		s += fmt.Sprintf(".%09d", ns)
+// timestamp is a google.protobuf.Timestamp as OPA-Envoy shows it: the
+// message's fields, seconds and nanos, each left out when zero.
+func timestamp(t time.Time) *ast.Term {
+	var f fields
+	if s := t.Unix(); s != 0 {
+		f.add(kSeconds, ast.InternedTerm(s))
 	}
-	return s + "Z"
-}
-
-// splitTarget splits the request target into its path and query the way
-// url.Parse does for OPA-Envoy (the fragment, if any, is dropped). Unlike
-// url.Parse it never reads a leading "//" as an authority: "//admin/x" is the
-// path Envoy forwards, so the policy must see it as such.
-func splitTarget(r *authz.Request) (path, query string) {
-	target := r.Path
-	if i := strings.IndexByte(target, '#'); i >= 0 {
-		target = target[:i]
+	if ns := t.Nanosecond(); ns != 0 {
+		f.add(kNanos, ast.InternedTerm(ns))
 	}
-	path, query, found := strings.Cut(target, "?")
-	if !found {
-		query = r.Query
-	}
-	return path, query
+	return ast.NewTerm(ast.NewObject(f.items[:f.n]...))
 }
 
 // parsedPath is OPA-Envoy's parsed_path: the path unescaped, leading slashes
@@ -468,13 +468,36 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
+// validTarget reports whether buildInput accepts the request target's path
+// and query, without allocating.
+func validTarget(target string) bool {
+	path, query, _ := strings.Cut(target, "?")
+	return validEscapes(path) && strings.IndexByte(query, ';') < 0 && validEscapes(query)
+}
+
+// validQuery returns the error url.ParseQuery would (OPA-Envoy answers 400
+// for it), without allocating: a ';' separator, or a bad escape.
+func validQuery(q string) error {
+	if strings.IndexByte(q, ';') >= 0 {
+		return fmt.Errorf("%w: invalid semicolon separator in query", authz.ErrInvalidInput)
+	}
+	if !validEscapes(q) {
+		return fmt.Errorf("%w: query is not valid URL encoding", authz.ErrInvalidInput)
+	}
+	return nil
+}
+
 // parsedQuery is OPA-Envoy's parsed_query: every parameter with all its
-// values. Malformed pairs are left out, as url.URL.Query does.
+// values (validQuery has checked it parses).
 func parsedQuery(query string) *ast.Term {
 	if query == "" {
 		return emptyObjectTerm
 	}
 	values, _ := url.ParseQuery(query)
+	return ast.NewTerm(stringLists(values))
+}
+
+func stringLists(values map[string][]string) ast.Object {
 	items := make([][2]*ast.Term, 0, len(values))
 	for k, vs := range values {
 		list := make([]*ast.Term, len(vs))
@@ -483,52 +506,137 @@ func parsedQuery(query string) *ast.Term {
 		}
 		items = append(items, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(list...)})
 	}
-	return ast.NewTerm(ast.NewObject(items...))
+	return ast.NewObject(items...)
 }
 
-// body returns parsed_body (nil when absent) and truncated_body. A JSON body
-// is checked whether or not the policy reads it, so that a request's fate
-// does not depend on which fields a policy happens to use.
-func body(r *authz.Request, wantParsed bool) (*ast.Term, bool, error) {
-	b := r.Body
-	if b == "" && len(r.RawBody) > 0 {
-		b = string(r.RawBody)
+// body returns parsed_body (nil for null) and truncated_body exactly as
+// OPA-Envoy computes them: it reads the headers map only (not a raw header
+// list), trusts Envoy's x-envoy-auth-partial-body, and parses JSON, form
+// and multipart bodies by a content-type that contains their media type. A
+// body it cannot parse is an error (400), whether or not the policies read
+// parsed_body.
+func body(r *authz.Request, wantParsed, wantTruncated bool) (*ast.Term, bool, error) {
+	if r.Body == "" && len(r.RawBody) == 0 && !wantTruncated {
+		return nil, false, nil // the usual GET: nothing to parse or report
 	}
-	if b == "" {
+	hs := r.Headers
+	if r.HeadersJoined {
+		hs = nil
+	}
+	if hs["x-envoy-auth-partial-body"] == "true" {
+		return nil, true, nil
+	}
+	ct, ok := hs["content-type"]
+	if !ok {
 		return nil, false, nil
 	}
-	truncated := false
-	if cl := r.Headers["content-length"]; cl != "" {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n > int64(len(b)) {
-			truncated = true
+	kind := ""
+	for _, k := range [...]string{"application/json", "application/grpc", "application/x-www-form-urlencoded", "multipart/form-data"} {
+		if strings.Contains(ct, k) {
+			kind = k
+			break
 		}
 	}
-	if truncated || !isJSON(r.Headers["content-type"]) {
-		return nil, truncated, nil
+	if kind == "" || kind == "application/grpc" {
+		// gRPC bodies need the service's descriptors, which OPA-Envoy
+		// reads only when configured with them; phantom-authz has none.
+		return nil, false, nil
 	}
-	if !json.Valid([]byte(b)) {
-		return nil, false, fmt.Errorf("%w: request body is not valid JSON", authz.ErrInvalidInput)
+	payload := r.Body
+	if payload == "" {
+		payload = string(r.RawBody)
+	}
+	if payload == "" {
+		return nil, false, nil
+	}
+	if cl, ok := hs["content-length"]; ok {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: content-length is not a number", authz.ErrInvalidInput)
+		}
+		if n != -1 && n > int64(len(payload)) {
+			return nil, true, nil
+		}
+	}
+	var v any
+	switch kind {
+	case "application/json":
+		if err := util.UnmarshalJSON([]byte(payload), &v); err != nil {
+			return nil, false, fmt.Errorf("%w: request body is not valid JSON", authz.ErrInvalidInput)
+		}
+	case "application/x-www-form-urlencoded":
+		q, err := url.ParseQuery(payload)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: request body is not a valid form", authz.ErrInvalidInput)
+		}
+		if !wantParsed {
+			return nil, false, nil
+		}
+		return ast.NewTerm(stringLists(q)), false, nil
+	case "multipart/form-data":
+		var err error
+		if v, err = multipartForm(ct, payload); err != nil {
+			return nil, false, fmt.Errorf("%w: request body is not a valid multipart form", authz.ErrInvalidInput)
+		}
+		if v == nil {
+			return nil, false, nil
+		}
 	}
 	if !wantParsed {
 		return nil, false, nil
 	}
-	v, err := ast.ValueFromReader(strings.NewReader(b))
+	t, err := ast.InterfaceToValue(v)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: request body is not valid JSON", authz.ErrInvalidInput)
+		return nil, false, fmt.Errorf("%w: request body: %w", authz.ErrInvalidInput, err)
 	}
-	return ast.NewTerm(v), false, nil
+	return ast.NewTerm(t), false, nil
 }
 
-// isJSON reports whether a Content-Type is application/json or a +json type.
-func isJSON(contentType string) bool {
-	if contentType == "" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(contentType)
+// multipartForm is OPA-Envoy's parse of a multipart/form-data body: each
+// named part's values, a part typed application/json parsed as JSON; nil
+// without a boundary.
+func multipartForm(contentType, payload string) (any, error) {
+	_, params, err := mime.ParseMediaType(contentType)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	return mt == "application/json" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
+	boundary, ok := params["boundary"]
+	if !ok {
+		return nil, nil
+	}
+	values := map[string][]any{}
+	mr := multipart.NewReader(strings.NewReader(payload), boundary)
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := p.FormName()
+		if name == "" {
+			continue
+		}
+		value, err := io.ReadAll(p)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(p.Header.Get("Content-Type"), "application/json") {
+			var j any
+			if err := util.UnmarshalJSON(value, &j); err != nil {
+				return nil, err
+			}
+			values[name] = append(values[name], j)
+			continue
+		}
+		values[name] = append(values[name], string(value))
+	}
+	out := make(map[string]any, len(values))
+	for k, v := range values {
+		out[k] = v
+	}
+	return out, nil
 }
 
 // maxDepth bounds the nesting of claims and metadata converted to AST, so a

@@ -45,7 +45,7 @@ var inputKeys = func() map[string]*ast.Term {
 		kMethod, kHeaders, kHeaderMap, kPath, kHost, kScheme, kQuery, kFragment,
 		kSize, kProtocol, kBody, kRawBody, kContextExt, kMetadataContext,
 		kTLSSession, kSNI, kParsedPath, kParsedQuery, kParsedBody, kTruncatedBody,
-		kVersion, kToken, kRoute,
+		kVersion, kToken, kRoute, kRouteMetadata, kValue, kSeconds, kNanos, kSourcePrincipal,
 	} {
 		m[string(k.Value.(ast.String))] = k
 	}

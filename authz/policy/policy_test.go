@@ -134,11 +134,13 @@ allow := {"allowed": false, "http_status": 429} if input.parsed_path[0] == "slow
 			req:    getRequest("/ok", nil),
 			want: authz.Decision{
 				Allowed: true, Reason: "allowed",
+				// Names as the policy wrote them, as OPA-Envoy sends them
+				// (Envoy compares them without regard to case).
 				Headers: []authz.Header{
+					{Key: "X-User", Value: "alice"},
 					{Key: "x-groups", Value: "a"}, {Key: "x-groups", Value: "b"},
-					{Key: "x-user", Value: "alice"},
 				},
-				RemoveHeaders:   []string{"x-debug"},
+				RemoveHeaders:   []string{"X-Debug"},
 				ResponseHeaders: []authz.Header{{Key: "x-served-by", Value: "authz"}},
 				DynamicMetadata: map[string]any{"user": "alice", "level": json.Number("3")},
 			},
@@ -151,7 +153,7 @@ allow := {"allowed": false, "http_status": 429} if input.parsed_path[0] == "slow
 				Status: 401, Reason: "policy_denied", Detail: "You need a token.",
 				Error: "invalid_token", Scope: "read write",
 				Headers: []authz.Header{{Key: "www-authenticate", Value: "Bearer"}, {Key: "x-why", Value: "no"}},
-				Body:    "go away",
+				Body:    "go away", PolicyBody: true,
 			},
 		},
 		{
@@ -224,7 +226,7 @@ allow := {"allowed": true, "headers": {
 	"x-truncated": json.marshal(input.truncated_body),
 	"x-method": input.attributes.request.http.method,
 	"x-scopes": json.marshal(input.token.scopes),
-	"x-time": input.attributes.request.time,
+	"x-time": json.marshal(input.attributes.request.time),
 }}
 `})
 
@@ -244,7 +246,7 @@ allow := {"allowed": true, "headers": {
 				"service": "api"
 			},
 			"request": {
-				"time": "2025-03-04T04:06:07.500Z",
+				"time": {"seconds": 1741061167, "nanos": 500000000},
 				"http": {
 					"id": "req-7", "method": "POST",
 					"headers": {"content-type": "application/json; charset=utf-8", "content-length": "13", "authorization": "Bearer abc"},
@@ -262,6 +264,7 @@ allow := {"allowed": true, "headers": {
 		"parsed_body": {"amount": 12},
 		"truncated_body": false,
 		"version": {"ext_authz": "v3", "encoding": "protojson"},
+		"source_principal": "spiffe://client",
 		"token": {
 			"active": true, "kind": "opaque", "scopes": ["read", "write"],
 			"claims": {"sub": "user-42", "n": 1.5, "cnf": {"jkt": "abc"}},
@@ -295,7 +298,7 @@ allow := {"allowed": true, "headers": {
 			"x-truncated": "false",
 			"x-method":    "POST",
 			"x-scopes":    `["read","write"]`,
-			"x-time":      "2025-03-04T04:06:07.500Z",
+			"x-time":      `{"nanos":500000000,"seconds":1741061167}`,
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("headers\n got %v\nwant %v", got, want)
@@ -312,8 +315,14 @@ allow := {"allowed": true, "headers": {
 			`{"parsed_path": [""], "parsed_query": {}}`},
 		{"double slash is a path, not an authority", func(r *authz.Request) { r.Path = "//admin/x?a=1" },
 			`{"parsed_path": ["admin", "x"], "parsed_query": {"a": ["1"]}}`},
+		// OPA-Envoy reads the path Envoy sends (with its query), never the
+		// query field.
 		{"query sent apart", func(r *authz.Request) { r.Path = "/p"; r.Query = "q=1" },
-			`{"parsed_path": ["p"], "parsed_query": {"q": ["1"]}}`},
+			`{"parsed_path": ["p"], "parsed_query": {}}`},
+		{"fragment kept", func(r *authz.Request) { r.Path = "/p#f" },
+			`{"parsed_path": ["p#f"], "parsed_query": {}}`},
+		{"fragment in the query", func(r *authz.Request) { r.Path = "/p?a=1#f" },
+			`{"parsed_path": ["p"], "parsed_query": {"a": ["1#f"]}}`},
 		{"encoded slash splits", func(r *authz.Request) { r.Path = "/a%2Fb/c" },
 			`{"parsed_path": ["a", "b", "c"], "parsed_query": {}}`},
 	}
@@ -332,8 +341,9 @@ allow := {"allowed": true, "dynamic_metadata": {"parsed_path": input.parsed_path
 		})
 	}
 
-	// Body handling: parsed only for JSON content types, not when Envoy
-	// truncated it.
+	// Body handling, as OPA-Envoy's: JSON, form and multipart bodies by a
+	// content-type that contains their media type; null otherwise, and when
+	// Envoy truncated it.
 	bodies := []struct {
 		name        string
 		contentType string
@@ -342,10 +352,15 @@ allow := {"allowed": true, "dynamic_metadata": {"parsed_path": input.parsed_path
 		want        string
 	}{
 		{"json", "application/json", "", `{"a":[1,true,null]}`, `{"body": {"a": [1, true, null]}, "truncated": false}`},
-		{"+json", "application/merge-patch+json", "", `{"a":1}`, `{"body": {"a": 1}, "truncated": false}`},
-		{"not json", "text/plain", "", `{"a":1}`, `{"truncated": false}`},
-		{"truncated", "application/json", "1000", `{"a":`, `{"truncated": true}`},
-		{"empty", "application/json", "", ``, `{"truncated": false}`},
+		{"+json", "application/merge-patch+json", "", `{"a":1}`, `{"body": null, "truncated": false}`},
+		{"mixed-case json", "Application/JSON", "", `{"a":1}`, `{"body": null, "truncated": false}`},
+		{"not json", "text/plain", "", `{"a":1}`, `{"body": null, "truncated": false}`},
+		{"truncated", "application/json", "1000", `{"a":`, `{"body": null, "truncated": true}`},
+		{"empty", "application/json", "", ``, `{"body": null, "truncated": false}`},
+		{"form", "application/x-www-form-urlencoded", "", `a=1&a=2&b=x+y`, `{"body": {"a": ["1", "2"], "b": ["x y"]}, "truncated": false}`},
+		{"multipart", "multipart/form-data; boundary=B", "",
+			"--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--B\r\nContent-Disposition: form-data; name=\"j\"\r\nContent-Type: application/json\r\n\r\n{\"k\":true}\r\n--B--\r\n",
+			`{"body": {"a": ["1"], "j": [{"k": true}]}, "truncated": false}`},
 	}
 	bodyEngine := newEngine(t, map[string]string{"p.rego": `package envoy.authz
 allow := {"allowed": true, "dynamic_metadata": object.union(
@@ -459,16 +474,47 @@ func TestBadInputAndMalformedDecisions(t *testing.T) {
 		{"remove not strings", `allow := {"allowed": true, "request_headers_to_remove": [1]}`},
 		{"body not a string", `allow := {"allowed": false, "body": {"a": 1}}`},
 		{"dynamic_metadata not an object", `allow := {"allowed": true, "dynamic_metadata": [1]}`},
-		{"scope a number", `allow := {"allowed": false, "scope": 1}`},
-		{"acr_values a number", `allow := {"allowed": false, "acr_values": 1}`},
-		{"acr_values not strings", `allow := {"allowed": false, "acr_values": ["urn:a", 2]}`},
-		{"max_age a string", `allow := {"allowed": false, "max_age": "300"}`},
-		{"max_age negative", `allow := {"allowed": false, "max_age": -1}`},
-		{"max_age fractional", `allow := {"allowed": false, "max_age": 1.5}`},
+		{"status 1xx (Envoy would leave the client waiting)", `allow := {"allowed": false, "http_status": 100}`},
+		{"status 401.0 (as OPA-Envoy refuses it)", `allow := {"allowed": false, "http_status": 401.0}`},
+		{"query_parameters_to_set a list", `allow := {"allowed": true, "query_parameters_to_set": [{"a": "1"}]}`},
+		{"query_parameters_to_set a number", `allow := {"allowed": true, "query_parameters_to_set": {"a": 1}}`},
+		{"query_parameters_to_remove a string", `allow := {"allowed": true, "query_parameters_to_remove": "a"}`},
+		{"response_headers_to_add a boolean", `allow := {"allowed": true, "response_headers_to_add": {"a": true}}`},
+		{"headers on a denial", `allow := {"allowed": false, "headers": {"x": 1}}`},
 		{"a set of values", "allow contains true\nallow contains false"},
 		{"conflicting rules", "allow := true if input.parsed_path\nallow := false if input.parsed_path"},
 		{"builtin error in strict place", `allow := {"allowed": true, "headers": {"x": "1"}} if { x := 1 / 0; x > 0 }`},
 	}
+	// What OPA-Envoy ignores is ignored: fields that do not apply to the
+	// outcome, fields it does not know, and our own fields of another type.
+	// A policy written for OPA-Envoy never gets 503 where OPA-Envoy allowed.
+	ignored := []struct {
+		name, rules string
+		want        authz.Decision
+	}{
+		{"unknown fields on an allow", `allow := {"allowed": true, "max_age": "1h", "reason": {"why": 1}, "error": 1, "whatever": [1]}`,
+			authz.Decision{Allowed: true, Reason: "allowed"}},
+		{"body and status on an allow", `allow := {"allowed": true, "body": 1, "http_status": "teapot"}`,
+			authz.Decision{Allowed: true, Reason: "allowed"}},
+		{"allow-only fields on a denial", `allow := {"allowed": false, "request_headers_to_remove": 1, "query_parameters_to_set": 2}`,
+			authz.Decision{Status: 403, Reason: "policy_denied"}},
+		{"scope a number", `allow := {"allowed": false, "scope": 1}`, authz.Decision{Status: 403, Reason: "policy_denied"}},
+		{"acr_values not strings", `allow := {"allowed": false, "acr_values": ["urn:a", 2]}`, authz.Decision{Status: 403, Reason: "policy_denied"}},
+		{"max_age a string", `allow := {"allowed": false, "max_age": "300"}`, authz.Decision{Status: 403, Reason: "policy_denied"}},
+		{"max_age negative", `allow := {"allowed": false, "max_age": -1}`, authz.Decision{Status: 403, Reason: "policy_denied"}},
+		{"status 418", `allow := {"allowed": false, "http_status": 418}`, authz.Decision{Status: 418, Reason: "policy_denied"}},
+		{"status 599", `allow := {"allowed": false, "http_status": 599}`, authz.Decision{Status: 599, Reason: "policy_denied"}},
+	}
+	for _, tt := range ignored {
+		t.Run("ignored: "+tt.name, func(t *testing.T) {
+			e := newEngine(t, map[string]string{"p.rego": "package envoy.authz\n" + tt.rules + "\n"})
+			d, err := e.Decide(context.Background(), getRequest("/", nil), nil)
+			if err != nil || !reflect.DeepEqual(d, tt.want) {
+				t.Fatalf("got %+v, %v; want %+v", d, err, tt.want)
+			}
+		})
+	}
+
 	for _, tt := range malformed {
 		t.Run("malformed: "+tt.name, func(t *testing.T) {
 			e := newEngine(t, map[string]string{"p.rego": "package envoy.authz\n" + tt.rules + "\n"})

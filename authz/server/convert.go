@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/base64"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,15 +11,17 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/phantom-authz/phantom-authz/authz"
 	"github.com/phantom-authz/phantom-authz/authz/route"
 )
 
 // ToRequest converts Envoy's CheckRequest into the engine's Request. A
-// request without HTTP attributes converts to a Request with no Method, which
-// the engine denies.
+// request without HTTP attributes (Envoy's network filter) converts to a
+// Request with no Method and PartHTTP absent.
 func ToRequest(in *authv3.CheckRequest) *authz.Request {
 	a := in.GetAttributes()
 	h := a.GetRequest().GetHttp()
@@ -39,6 +42,7 @@ func ToRequest(in *authv3.CheckRequest) *authz.Request {
 		Destination:       toPeer(a.GetDestination()),
 		ContextExtensions: a.GetContextExtensions(),
 		TLSSNI:            a.GetTlsSession().GetSni(),
+		Absent:            absent(in),
 	}
 	if t := a.GetRequest().GetTime(); t != nil {
 		r.Time = t.AsTime()
@@ -53,24 +57,28 @@ func ToRequest(in *authv3.CheckRequest) *authz.Request {
 			v := hv.GetValue()
 			if raw := hv.GetRawValue(); len(raw) > 0 {
 				v = string(raw)
+			} else if v != "" {
+				r.RawHeaderStrings = true
 			}
-			r.RawHeaders = append(r.RawHeaders, authz.Header{Key: k, Value: v})
+			r.RawHeaders = append(r.RawHeaders, authz.Header{Key: hv.GetKey(), Value: v})
 			if prev, ok := joined[k]; ok {
 				joined[k] = prev + "," + v
 			} else {
 				joined[k] = v
 			}
 		}
-		// The map is derived from the raw headers whenever they are sent,
-		// so both views always agree and duplicates show as joined values.
+		// The engine's map is derived from the raw headers whenever they
+		// are sent, so both views always agree and duplicates show as
+		// joined values.
+		r.HeadersJoined = len(h.GetHeaders()) == 0
 		r.Headers = joined
 	}
 	r.RouteMetadata = routeSettings(a.GetRouteMetadataContext().GetFilterMetadata()[route.Namespace])
-	if md := a.GetMetadataContext().GetFilterMetadata(); len(md) > 0 {
-		r.MetadataContext = make(map[string]any, len(md))
-		for k, s := range md {
-			r.MetadataContext[k] = s.AsMap()
-		}
+	if md := a.GetMetadataContext(); md != nil {
+		r.MetadataContext = metadataValue(md)
+	}
+	if md := a.GetRouteMetadataContext(); md != nil {
+		r.RouteMetadataContext = metadataValue(md)
 	}
 	return r
 }
@@ -96,6 +104,33 @@ func routeSettings(s *structpb.Struct) map[string]string {
 		}
 	}
 	return out
+}
+
+// absent lists the parts of in that were not sent.
+func absent(in *authv3.CheckRequest) authz.Parts {
+	a := in.GetAttributes()
+	var p authz.Parts
+	if a == nil {
+		p |= authz.PartAttributes
+	}
+	if a.GetRequest() == nil {
+		p |= authz.PartRequest
+	}
+	if a.GetRequest().GetHttp() == nil {
+		p |= authz.PartHTTP
+	}
+	return p
+}
+
+// emptyObject is the value of metadata Envoy sent empty; shared, never
+// written.
+var emptyObject = map[string]any{}
+
+func metadataValue(md *corev3.Metadata) map[string]any {
+	if len(md.GetFilterMetadata()) == 0 && len(md.GetTypedFilterMetadata()) == 0 {
+		return emptyObject
+	}
+	return protomap(md.ProtoReflect())
 }
 
 // lowerKeys returns headers with lower-case names, as Request promises and
@@ -157,13 +192,75 @@ func toPeer(p *authv3.AttributeContext_Peer) authz.Peer {
 		out.Address = sa.GetAddress()
 		out.Port = sa.GetPortValue()
 	}
+	if addr := p.GetAddress(); addr != nil && !plainSocket(addr) {
+		out.AddressValue = protomap(addr.ProtoReflect())
+	}
 	return out
+}
+
+// plainSocket reports whether addr is a TCP socket address with a port
+// number and nothing else, which Peer's Address and Port hold whole.
+func plainSocket(addr *corev3.Address) bool {
+	sa := addr.GetSocketAddress()
+	if sa == nil || sa.GetProtocol() != corev3.SocketAddress_TCP || sa.GetResolverName() != "" ||
+		sa.GetIpv4Compat() || sa.GetNetworkNamespaceFilepath() != "" || sa.GetNamedPort() != "" {
+		return false
+	}
+	_, isPort := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
+	return isPort || sa.GetPortSpecifier() == nil
+}
+
+// protomap converts a message to plain Go values the way OPA-Envoy builds
+// its policy input (not protojson): fields by JSON name, only those set;
+// enums as numbers, 64-bit integers as numbers, bytes as base64, Structs
+// as their maps, Any as its typeUrl and value.
+func protomap(msg protoreflect.Message) map[string]any {
+	if s, ok := msg.Interface().(*structpb.Struct); ok {
+		return s.AsMap()
+	}
+	out := make(map[string]any, msg.Descriptor().Fields().Len())
+	msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			m := make(map[string]any, v.Map().Len())
+			vd := fd.MapValue()
+			v.Map().Range(func(k protoreflect.MapKey, e protoreflect.Value) bool {
+				m[k.String()] = protoValue(vd, e)
+				return true
+			})
+			out[fd.JSONName()] = m
+		case fd.IsList():
+			l := make([]any, v.List().Len())
+			for i := range l {
+				l[i] = protoValue(fd, v.List().Get(i))
+			}
+			out[fd.JSONName()] = l
+		default:
+			out[fd.JSONName()] = protoValue(fd, v)
+		}
+		return true
+	})
+	return out
+}
+
+func protoValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return protomap(v.Message())
+	case protoreflect.EnumKind:
+		return int32(v.Enum())
+	case protoreflect.BytesKind:
+		return base64.StdEncoding.EncodeToString(v.Bytes())
+	default:
+		return v.Interface()
+	}
 }
 
 // ToResponse converts the engine's Decision into Envoy's CheckResponse. A
 // denial is a successful RPC whose status is UNAUTHENTICATED (HTTP 401) or
 // PERMISSION_DENIED (anything else), never a gRPC error: Envoy treats errors
-// as failures, not answers.
+// as failures, not answers. The decision id goes into the dynamic metadata
+// (decision_id, as OPA-Envoy puts it), whatever the policy put there.
 func ToResponse(d authz.Decision) *authv3.CheckResponse {
 	if d.Allowed {
 		// The messages of an answer are made together: one allocation
@@ -173,37 +270,65 @@ func ToResponse(d authz.Decision) *authv3.CheckResponse {
 			status rpcstatus.Status
 			wrap   authv3.CheckResponse_OkResponse
 			ok     authv3.OkHttpResponse
+			md     metadata
 		}{}
-		m.ok.Headers = headerOptions(d.Headers)
+		m.ok.Headers = headerOptions(d.Headers, toUpstream)
 		m.ok.HeadersToRemove = d.RemoveHeaders
-		m.ok.ResponseHeadersToAdd = headerOptions(d.ResponseHeaders)
+		m.ok.ResponseHeadersToAdd = headerOptions(d.ResponseHeaders, toClient)
+		m.ok.QueryParametersToSet = queryParams(d.QueryParamsToSet)
+		m.ok.QueryParametersToRemove = d.QueryParamsToRemove
 		m.wrap.OkResponse = &m.ok
 		m.status.Code = int32(code.Code_OK)
 		m.resp.Status, m.resp.HttpResponse = &m.status, &m.wrap
-		if md := toStruct(d.DynamicMetadata); md != nil {
-			m.resp.DynamicMetadata = md
-		}
+		m.resp.DynamicMetadata = m.md.build(d.DynamicMetadata, d.DecisionID.String())
 		return &m.resp
 	}
-	resp := &authv3.CheckResponse{}
-	if md := toStruct(d.DynamicMetadata); md != nil {
-		resp.DynamicMetadata = md
-	}
-	c := code.Code_PERMISSION_DENIED
+	m := &struct {
+		resp   authv3.CheckResponse
+		status rpcstatus.Status
+		wrap   authv3.CheckResponse_DeniedResponse
+		denied authv3.DeniedHttpResponse
+		code   typev3.HttpStatus
+		md     metadata
+	}{}
+	m.status.Code = int32(code.Code_PERMISSION_DENIED)
 	if d.Status == 401 {
-		c = code.Code_UNAUTHENTICATED
+		m.status.Code = int32(code.Code_UNAUTHENTICATED)
 	}
-	resp.Status = &rpcstatus.Status{Code: int32(c), Message: d.Reason}
-	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-		Headers: headerOptions(d.Headers),
-		Body:    d.Body,
-	}}
-	return resp
+	m.code.Code = typev3.StatusCode(d.Status)
+	m.denied.Status, m.denied.Headers, m.denied.Body = &m.code, headerOptions(d.Headers, onDenial), d.Body
+	m.wrap.DeniedResponse = &m.denied
+	m.resp.Status, m.resp.HttpResponse = &m.status, &m.wrap
+	m.resp.DynamicMetadata = m.md.build(d.DynamicMetadata, d.DecisionID.String())
+	return &m.resp
 }
 
-// headerOptions converts headers, all of them in two allocations.
-func headerOptions(hs []authz.Header) []*corev3.HeaderValueOption {
+// Where headers go: how Envoy (1.40, checked by e2e
+// TestEnvoyDeliversDecisionsAsOPAEnvoyDoes) applies each list differs.
+type headerMode uint8
+
+const (
+	// toUpstream: ok_response.headers. Envoy reads only the deprecated
+	// append flag there: unset replaces the request's header (a client's
+	// value never survives beside the policy's), true appends to it. So
+	// the first value of a name replaces, the next ones append (Envoy joins
+	// them with commas).
+	toUpstream headerMode = iota
+	// toClient: response_headers_to_add. Envoy honours append_action, but a
+	// value appended after one that overwrote is lost: a name with one
+	// value overwrites the upstream's, a name with several appends them all.
+	toClient
+	// onDenial: denied_response.headers make a fresh response, and every
+	// value arrives even when each overwrites.
+	onDenial
+)
+
+// appendTrue is the shared (never written) deprecated append flag.
+var appendTrue = wrapperspb.Bool(true)
+
+// headerOptions converts headers, all of them in two allocations, with the
+// append actions that make Envoy deliver every value (see headerMode).
+func headerOptions(hs []authz.Header, mode headerMode) []*corev3.HeaderValueOption {
 	if len(hs) == 0 {
 		return nil
 	}
@@ -218,18 +343,74 @@ func headerOptions(hs []authz.Header) []*corev3.HeaderValueOption {
 		o.val.Key, o.val.Value = h.Key, h.Value
 		o.opt.Header = &o.val
 		o.opt.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		switch mode {
+		case toUpstream:
+			if repeated(hs[:i], h.Key) {
+				o.opt.AppendAction = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+				o.opt.Append = appendTrue
+			}
+		case toClient:
+			if repeated(hs[:i], h.Key) || repeated(hs[i+1:], h.Key) {
+				o.opt.AppendAction = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+			}
+		}
 		out[i] = &o.opt
 	}
 	return out
 }
 
-func toStruct(m map[string]any) *structpb.Struct {
-	if len(m) == 0 {
+// repeated reports whether hs has a header called name.
+func repeated(hs []authz.Header, name string) bool {
+	for _, h := range hs {
+		if strings.EqualFold(h.Key, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func queryParams(ps []authz.Header) []*corev3.QueryParameter {
+	if len(ps) == 0 {
 		return nil
 	}
-	s, err := structpb.NewStruct(m)
+	slab := make([]corev3.QueryParameter, len(ps))
+	out := make([]*corev3.QueryParameter, len(ps))
+	for i, p := range ps {
+		slab[i].Key, slab[i].Value = p.Key, p.Value
+		out[i] = &slab[i]
+	}
+	return out
+}
+
+// metadata holds the messages of a dynamic metadata struct that carries
+// only the decision id, so the common answer makes them in one allocation
+// with the response (and one for the map).
+type metadata struct {
+	s  structpb.Struct
+	v  structpb.Value
+	id structpb.Value_StringValue
+}
+
+// build returns the dynamic metadata: the policy's, with decision_id set to
+// id (a policy's own decision_id is replaced, as OPA-Envoy does); nil when
+// there is neither.
+func (m *metadata) build(md map[string]any, id string) *structpb.Struct {
+	if len(md) == 0 {
+		if id == "" {
+			return nil
+		}
+		m.id.StringValue = id
+		m.v.Kind = &m.id
+		m.s.Fields = map[string]*structpb.Value{"decision_id": &m.v}
+		return &m.s
+	}
+	s, err := structpb.NewStruct(md)
 	if err != nil {
-		return nil
+		// The policy stage hands over JSON values only.
+		s = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	}
+	if id != "" {
+		s.Fields["decision_id"] = structpb.NewStringValue(id)
 	}
 	return s
 }

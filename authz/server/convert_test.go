@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"maps"
 	"reflect"
 	"testing"
@@ -29,7 +30,9 @@ func TestToRequest(t *testing.T) {
 		r.ContextExtensions["api"] != "demo" || r.Source.Certificate != "-----BEGIN%20CERT" {
 		t.Errorf("request = %+v", r)
 	}
-	if len(r.RawHeaders) != 3 || r.RawHeaders[0] != (authz.Header{Key: "dpop", Value: "p1"}) {
+	// Names as sent (the policy's headerMap is OPA-Envoy's); the engine's
+	// map is lower-case.
+	if len(r.RawHeaders) != 3 || r.RawHeaders[0] != (authz.Header{Key: "DPoP", Value: "p1"}) || !r.HeadersJoined {
 		t.Errorf("raw headers = %v", r.RawHeaders)
 	}
 	if r.Headers["dpop"] != "p1,p2" || r.Headers["x-a"] != "1" {
@@ -98,4 +101,95 @@ func TestToResponse(t *testing.T) {
 			t.Errorf("%d: denied = %v", c.status, dr)
 		}
 	}
+}
+
+// The decision id always reaches Envoy as decision_id, even over a policy's
+// own; query parameters are passed on; and header values are marked so that
+// Envoy delivers every value and no client value beside them (what Envoy
+// does with each mark: e2e TestEnvoyDeliversDecisionsAsOPAEnvoyDoes).
+func TestToResponseOPAEnvoyFields(t *testing.T) {
+	id := authz.DecisionID{0x2f, 0x1c, 0x9a, 0x3e, 0x6d, 0x7b, 0x4c, 0x1a, 0x9e, 0x2f, 0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f}
+	const idText = "2f1c9a3e-6d7b-4c1a-9e2f-0a1b2c3d4e5f"
+	ok := server.ToResponse(authz.Decision{Allowed: true, DecisionID: id,
+		DynamicMetadata:     map[string]any{"decision_id": "mine", "user": "alice"},
+		Headers:             []authz.Header{{Key: "x-multi", Value: "a"}, {Key: "X-Multi", Value: "b"}, {Key: "x-one", Value: "1"}},
+		ResponseHeaders:     []authz.Header{{Key: "set-cookie", Value: "a=1"}, {Key: "set-cookie", Value: "b=2"}, {Key: "x-one", Value: "1"}},
+		QueryParamsToSet:    []authz.Header{{Key: "foo", Value: "bar"}},
+		QueryParamsToRemove: []string{"drop"},
+	})
+	md := ok.GetDynamicMetadata().GetFields()
+	if md["decision_id"].GetStringValue() != idText || md["user"].GetStringValue() != "alice" {
+		t.Errorf("dynamic metadata = %v", md)
+	}
+	type mark struct {
+		action corev3.HeaderValueOption_HeaderAppendAction
+		append bool
+	}
+	marks := func(hs []*corev3.HeaderValueOption) []mark {
+		var out []mark
+		for _, h := range hs {
+			out = append(out, mark{h.GetAppendAction(), h.GetAppend().GetValue()})
+		}
+		return out
+	}
+	O, A := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+	if got, want := marks(ok.GetOkResponse().GetHeaders()), []mark{{O, false}, {A, true}, {O, false}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("upstream header marks = %v, want %v", got, want)
+	}
+	if got, want := marks(ok.GetOkResponse().GetResponseHeadersToAdd()), []mark{{A, false}, {A, false}, {O, false}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("response header marks = %v, want %v", got, want)
+	}
+	q := ok.GetOkResponse()
+	if len(q.GetQueryParametersToSet()) != 1 || q.GetQueryParametersToSet()[0].GetKey() != "foo" || q.GetQueryParametersToSet()[0].GetValue() != "bar" ||
+		!reflect.DeepEqual(q.GetQueryParametersToRemove(), []string{"drop"}) {
+		t.Errorf("query parameters = %v / %v", q.GetQueryParametersToSet(), q.GetQueryParametersToRemove())
+	}
+
+	denied := server.ToResponse(authz.Decision{Status: 418, DecisionID: id,
+		Headers: []authz.Header{{Key: "set-cookie", Value: "a=1"}, {Key: "set-cookie", Value: "b=2"}}})
+	if got, want := marks(denied.GetDeniedResponse().GetHeaders()), []mark{{O, false}, {O, false}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("denial header marks = %v, want %v", got, want)
+	}
+	if denied.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() != idText || denied.GetDeniedResponse().GetStatus().GetCode() != 418 {
+		t.Errorf("denial = %v", denied)
+	}
+}
+
+// Envoy's network filter sends no HTTP attributes; pipes, typed metadata
+// and route metadata reach the policy input as OPA-Envoy shows them.
+func TestToRequestOPAEnvoyShapes(t *testing.T) {
+	var req authv3.CheckRequest
+	err := protojson.Unmarshal([]byte(`{"attributes":{
+		"source":{"address":{"pipe":{"path":"/run/s.sock","mode":384}}},
+		"destination":{"address":{"socketAddress":{"protocol":"UDP","address":"10.0.0.1","portValue":53}}},
+		"metadataContext":{"typedFilterMetadata":{"ns":{"@type":"type.googleapis.com/google.protobuf.StringValue","value":"x"}}},
+		"routeMetadataContext":{"filterMetadata":{"ns":{"a":1}}}}}`), &req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := server.ToRequest(&req)
+	if r.Absent != authz.PartRequest|authz.PartHTTP || r.Method != "" {
+		t.Errorf("absent = %b", r.Absent)
+	}
+	if got, want := jsonString(t, r.Source.AddressValue), `{"pipe":{"mode":384,"path":"/run/s.sock"}}`; got != want {
+		t.Errorf("source address = %s, want %s", got, want)
+	}
+	if got, want := jsonString(t, r.Destination.AddressValue), `{"socketAddress":{"address":"10.0.0.1","portValue":53,"protocol":1}}`; got != want {
+		t.Errorf("destination address = %s, want %s", got, want)
+	}
+	if got, want := jsonString(t, r.MetadataContext), `{"typedFilterMetadata":{"ns":{"typeUrl":"type.googleapis.com/google.protobuf.StringValue","value":"CgF4"}}}`; got != want {
+		t.Errorf("metadata = %s, want %s", got, want)
+	}
+	if got, want := jsonString(t, r.RouteMetadataContext), `{"filterMetadata":{"ns":{"a":1}}}`; got != want {
+		t.Errorf("route metadata = %s, want %s", got, want)
+	}
+}
+
+func jsonString(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

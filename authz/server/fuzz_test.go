@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"mime"
 	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -166,9 +166,10 @@ func checkRequest(t *testing.T, e *authz.Engine, req *authv3.CheckRequest) {
 			t.Fatalf("header name %q is not lower-case", k)
 		}
 	}
-	for _, rh := range r.RawHeaders {
-		if strings.ToLower(rh.Key) != rh.Key {
-			t.Fatalf("raw header name %q is not lower-case", rh.Key)
+	for i, rh := range r.RawHeaders {
+		// Names as sent: the policy's headerMap is OPA-Envoy's.
+		if rh.Key != h.GetHeaderMap().GetHeaders()[i].GetKey() {
+			t.Fatalf("raw header name %q, sent %q", rh.Key, h.GetHeaderMap().GetHeaders()[i].GetKey())
 		}
 	}
 	if !reflect.DeepEqual(nilIfEmpty(r.Headers), nilIfEmpty(want)) {
@@ -192,18 +193,24 @@ func checkRequest(t *testing.T, e *authz.Engine, req *authv3.CheckRequest) {
 		size += len(k) + len(v)
 	}
 	segments, pathErr := url.PathUnescape(path)
+	_, queryErr := url.ParseQuery(query)
 	switch {
-	case h.GetMethod() == "":
-		mustDeny(t, d, 400, "no method")
-		return
 	case size > maxHeaderBytes:
 		mustDeny(t, d, 431, "headers over the limit")
 		return
 	case pathErr != nil:
 		mustDeny(t, d, 400, "a path with an invalid escape")
 		return
-	case want["x-role"] == "blocked":
+	case queryErr != nil:
+		mustDeny(t, d, 400, "a query OPA-Envoy cannot parse")
+		return
+	case len(h.GetHeaders()) > 0 && want["x-role"] == "blocked":
+		// (Sent only in the raw header list, OPA-Envoy's input has no
+		// headers map, and the policy does not see it.)
 		mustDeny(t, d, 0, "x-role: blocked")
+		return
+	case h.GetMethod() == "":
+		mustDeny(t, d, 403, "no method (the policy's allow reads it)")
 		return
 	}
 	parsedPath := strings.Split(strings.TrimLeft(segments, "/"), "/")
@@ -216,8 +223,8 @@ func checkRequest(t *testing.T, e *authz.Engine, req *authv3.CheckRequest) {
 		return
 	}
 	if !d.Allowed {
-		// The other denials: a body that is not JSON where the content type
-		// says JSON.
+		// The other denials: a body that does not parse as its content type
+		// says, or a content-length that is not a number.
 		if d.Status != 400 {
 			t.Fatalf("denied with %d (%s: %s)", d.Status, d.Reason, d.Detail)
 		}
@@ -308,30 +315,34 @@ func expectedHeaders(h *authv3.AttributeContext_HttpRequest) map[string]string {
 }
 
 // target is the path and query OPA-Envoy's parsed_path and parsed_query
-// come from: the path up to '?' (the fragment dropped), and the query after
-// it, or Envoy's separate query field when the path has none.
+// come from: Envoy's path cut at the first '?' (a fragment stays where it
+// is; Envoy's separate query field is not read).
 func target(h *authv3.AttributeContext_HttpRequest) (path, query string) {
-	p := h.GetPath()
-	if i := strings.Index(p, "#"); i >= 0 {
-		p = p[:i]
-	}
-	if i := strings.Index(p, "?"); i >= 0 {
-		return p[:i], p[i+1:]
-	}
-	return p, h.GetQuery()
+	path, query, _ = strings.Cut(h.GetPath(), "?")
+	return path, query
 }
 
-// bodyDenies reports a complete JSON body holding "deny": true, sent as
-// as JSON (application/json or a +json type): the policy must deny it.
-func bodyDenies(h *authv3.AttributeContext_HttpRequest, headers map[string]string) bool {
+// bodyDenies reports a complete JSON body holding "deny": true, as
+// OPA-Envoy reads bodies: by the headers map only (not a raw header list),
+// a content-type containing application/json, no partial-body mark, a
+// content-length that does not say it was cut: the policy must deny it.
+func bodyDenies(h *authv3.AttributeContext_HttpRequest, _ map[string]string) bool {
 	body := h.GetBody()
 	if body == "" {
 		body = string(h.GetRawBody())
 	}
-	mt, _, err := mime.ParseMediaType(headers["content-type"])
-	isJSON := err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))
-	if !isJSON || headers["content-length"] != "" {
+	headers := map[string]string{}
+	if len(h.GetHeaders()) > 0 {
+		headers = expectedHeaders(&authv3.AttributeContext_HttpRequest{Headers: h.GetHeaders()})
+	}
+	if headers["x-envoy-auth-partial-body"] == "true" || !strings.Contains(headers["content-type"], "application/json") {
 		return false
+	}
+	if cl, ok := headers["content-length"]; ok {
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil || n != -1 && n > int64(len(body)) {
+			return false
+		}
 	}
 	var v struct {
 		Deny any `json:"deny"`
