@@ -325,7 +325,7 @@ func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error)
 // access token for us: another use (a refresh token), or, with
 // introspection.audiences, another resource server (RFC 9700 §2.3).
 func (in *introspector) checkClaims(claims map[string]any) error {
-	if err := checkUse(claims); err != nil {
+	if err := checkAnswer(claims); err != nil {
 		return fmt.Errorf("%w: introspection: %v", ErrInvalid, err)
 	}
 	if len(in.cfg.Audiences) > 0 && !hasAudience(claims, in.cfg.Audiences...) {

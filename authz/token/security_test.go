@@ -93,7 +93,9 @@ func TestRefreshOrIDJWTRefusedByValue(t *testing.T) {
 		{name: "typ claim ID", hdr: map[string]any{"typ": "JWT"}, claims: with(good, "typ", "ID"), refuse: true},
 		{name: "token_use id_token", hdr: map[string]any{"typ": "JWT"}, claims: with(good, "token_use", "id_token"), refuse: true},
 		{name: "typ header refresh+jwt", hdr: map[string]any{"typ": "refresh+jwt"}, claims: good, refuse: true},
+		{name: "token_use id (Cognito ID token)", hdr: map[string]any{"typ": "JWT"}, claims: with(good, "token_use", "id"), refuse: true},
 		{name: "typ header JWT, access claims", hdr: map[string]any{"typ": "JWT"}, claims: with(good, "typ", "Bearer")},
+		{name: "token_use access (Cognito access token)", hdr: map[string]any{"typ": "JWT"}, claims: with(good, "token_use", "access")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

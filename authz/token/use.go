@@ -33,16 +33,31 @@ func normalType(s string) string {
 	return strings.TrimPrefix(s, "urn:ietf:params:oauth:token-type:")
 }
 
-// checkUse refuses claims (an introspection answer, a JWT's payload) that
-// say they are not those of an access token: token_use present and not
-// access_token, or typ or token_type naming a refresh, offline or ID token.
-func checkUse(claims map[string]any) error {
+// checkAnswer refuses an introspection answer that says it is not about an
+// access token: token_use present and not access_token (RFC 7662 servers
+// built on fosite say access_token or refresh_token), or typ or token_type
+// naming a refresh, offline or ID token.
+func checkAnswer(claims map[string]any) error {
 	if v, ok := claims["token_use"]; ok {
 		if s, _ := v.(string); s != "access_token" {
 			return fmt.Errorf("not an access token (token_use %.40q)", fmt.Sprint(v))
 		}
 	}
-	for _, name := range [...]string{"typ", "token_type"} {
+	return checkTypes(claims, "typ", "token_type")
+}
+
+// checkPayload refuses a JWT payload whose typ (Keycloak's claim),
+// token_type or token_use names a refresh, offline or ID token. token_use
+// other than that is left alone: issuers use their own words (Cognito's
+// access tokens say "access", its ID tokens "id").
+func checkPayload(claims map[string]any) error {
+	return checkTypes(claims, "typ", "token_type", "token_use")
+}
+
+// checkTypes refuses claims whose named string claims name another kind of
+// token than an access token.
+func checkTypes(claims map[string]any, names ...string) error {
+	for _, name := range names {
 		if s, ok := claims[name].(string); ok && nonAccessTypes[normalType(s)] {
 			return fmt.Errorf("not an access token (%s %.40q)", name, s)
 		}

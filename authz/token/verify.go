@@ -39,7 +39,7 @@ func (is *issuer) verify(ctx context.Context, raw string) (*Token, error) {
 	if err := is.checkClaims(c.claims); err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
-	if err := checkUse(c.claims); err != nil {
+	if err := checkPayload(c.claims); err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
 	tok, err := is.shared.newToken(KindJWT, c.claims)
