@@ -46,6 +46,7 @@ func serve(path string) error {
 	}
 	log := telemetry.NewLogger(os.Stderr, cfg.Log.Level, cfg.Log.Format)
 	slog.SetDefault(log)
+	limitMemory(cfg, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -105,10 +105,11 @@ func jwtPool(n int) func(e *env) (traffic, error) {
 	return func(e *env) (traffic, error) {
 		count := n
 		if n == 0 {
-			// More than a window uses on this class of machine; should a
-			// run go faster, later requests repeat earlier JWTs (the report
-			// says how many were sent).
-			count = 100000
+			// More than a window uses on this class of machine (a long
+			// window, -window 60s for the RSS of a stream of new tokens,
+			// gets more); should a run go faster, later requests repeat
+			// earlier JWTs (the report says how many were sent).
+			count = max(100000, int(e.opts.window.Seconds()*3500))
 		}
 		jwts, err := e.idp.signJWTs(count, fmt.Sprintf("p%d", n))
 		if err != nil {
