@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin
 TOOLS := .tools/bin
 
-.PHONY: all build build-demo-api tools test unit e2e run bench bench-go fuzz clean
+.PHONY: all build build-demo-api tools test unit manifests e2e run bench bench-go fuzz clean
 
 all: build
 
@@ -18,6 +18,13 @@ test: tools ## Install what the tests need, then run every test, end-to-end incl
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.tools/*')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) manifests
+
+# The Kubernetes, Istio and Envoy Gateway manifests, decoded strictly into
+# those projects' Go API types: a module of its own (e2e/manifests), so the
+# service binary never links them; `go test ./...` above does not enter it.
+manifests: ## Check the Kubernetes, Istio and Envoy Gateway manifests against their projects' API types.
+	cd e2e/manifests && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 e2e: tools ## End-to-end tests only (real Envoy and Hydra).
 	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(GO) test -count=1 ./e2e/...
