@@ -206,8 +206,10 @@ var differences = []difference{
 		reason: "The input is a superset of OPA-Envoy's: input.route is the route phantom-authz selected (here " +
 			"from context_extensions api), and input.token the resolved token (absent here, without credential " +
 			"stages). Only a policy that hands over the whole input sees the addition.",
-		applies: func(c *replay) bool { return echoedInput(c.got)["route"] != nil && echoedInput(c.want) != nil && echoedInput(c.want)["route"] == nil },
-		apply:   func(c *replay) { echoedInput(c.want)["route"] = echoedInput(c.got)["route"] },
+		applies: func(c *replay) bool {
+			return echoedInput(c.got)["route"] != nil && echoedInput(c.want) != nil && echoedInput(c.want)["route"] == nil
+		},
+		apply: func(c *replay) { echoedInput(c.want)["route"] = echoedInput(c.got)["route"] },
 	},
 	{
 		name: "unauthenticated-code",
