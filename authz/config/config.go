@@ -36,6 +36,34 @@ type Config struct {
 	Redis         Redis          `yaml:"redis"`
 	Admin         Admin          `yaml:"admin"`
 	Routes        []Route        `yaml:"routes"`
+	// AuthorizationServers are several OAuth servers in one deployment, in
+	// place of introspection and jwt.issuers (the one-server form).
+	AuthorizationServers []AuthorizationServer `yaml:"authorization_servers"`
+}
+
+// AuthorizationServer is one OAuth server of authorization_servers.
+type AuthorizationServer struct {
+	Name   string `yaml:"name"`
+	Issuer string `yaml:"issuer"`
+	// Discovery reads the server's metadata (RFC 8414, OpenID Connect) for
+	// the endpoints not given here.
+	Discovery         bool `yaml:"discovery"`
+	AllowInsecureHTTP bool `yaml:"allow_insecure_http"`
+	// Introspection: as the top-level introspection block (its issuer
+	// defaults to the server's).
+	Introspection *Introspection `yaml:"introspection"`
+	// JWT verifies the server's JWTs by value (as a jwt.issuers entry; its
+	// issuer is the server's).
+	JWT            *Issuer  `yaml:"jwt"`
+	IntrospectJWTs bool     `yaml:"introspect_jwts"`
+	TokenPrefixes  []string `yaml:"token_prefixes"`
+	Default        bool     `yaml:"default"`
+}
+
+// Credentials reports whether any token source is configured (else every
+// route is public and no token is read).
+func (c *Config) Credentials() bool {
+	return c.Introspection != nil || len(c.JWT.Issuers) > 0 || len(c.AuthorizationServers) > 0
 }
 
 // GRPC is the ext_authz gRPC server.
@@ -358,7 +386,10 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	if c.Introspection != nil || len(c.JWT.Issuers) > 0 {
+	if err := c.validateServers(); err != nil {
+		return err
+	}
+	if c.Credentials() {
 		if c.Mint.Issuer == "" {
 			return &Error{"mint.issuer", "must not be empty"}
 		}
@@ -405,12 +436,16 @@ func (c *Config) Validate() error {
 	return c.validateRoutes()
 }
 
-func (in *Introspection) validate() error {
-	if err := endpoint("introspection.endpoint", in.Endpoint, in.AllowInsecureHTTP, true); err != nil {
+func (in *Introspection) validate() error { return in.validateAt("introspection.", false) }
+
+// validateAt checks an introspection block whose keys start with p; with
+// discovery, the endpoint may come from the server's metadata.
+func (in *Introspection) validateAt(p string, discovery bool) error {
+	if err := endpoint(p+"endpoint", in.Endpoint, in.AllowInsecureHTTP, !discovery); err != nil {
 		return err
 	}
 	if in.ClientID == "" {
-		return &Error{"introspection.client_id", "must not be empty"}
+		return &Error{p + "client_id", "must not be empty"}
 	}
 	if in.AuthMethod == "" {
 		in.AuthMethod = "client_secret_basic"
@@ -418,36 +453,39 @@ func (in *Introspection) validate() error {
 	switch in.AuthMethod {
 	case "client_secret_basic", "client_secret_post":
 		if (in.ClientSecret == "") == (in.ClientSecretFile == "") {
-			return &Error{"introspection.client_secret", "set exactly one of client_secret and client_secret_file"}
+			return &Error{p + "client_secret", "set exactly one of client_secret and client_secret_file"}
 		}
 		if in.ClientSecretFile != "" {
 			b, err := os.ReadFile(in.ClientSecretFile)
 			if err != nil {
-				return &Error{"introspection.client_secret_file", err.Error()}
+				return &Error{p + "client_secret_file", err.Error()}
 			}
 			in.ClientSecret = strings.TrimSpace(string(b))
 			if in.ClientSecret == "" {
-				return &Error{"introspection.client_secret_file", "file is empty"}
+				return &Error{p + "client_secret_file", "file is empty"}
 			}
 		}
 	case "private_key_jwt":
 		if in.PrivateKeyFile == "" {
-			return &Error{"introspection.private_key_file", "required with auth_method private_key_jwt"}
+			return &Error{p + "private_key_file", "required with auth_method private_key_jwt"}
 		}
 	default:
-		return &Error{"introspection.auth_method", fmt.Sprintf("%q is not one of client_secret_basic, client_secret_post, private_key_jwt", in.AuthMethod)}
+		return &Error{p + "auth_method", fmt.Sprintf("%q is not one of client_secret_basic, client_secret_post, private_key_jwt", in.AuthMethod)}
 	}
 	if in.Response == "" {
 		in.Response = "json"
 	}
-	if !oneOf(in.Response, "json", "jwt", "rfc9701") {
-		return &Error{"introspection.response", fmt.Sprintf("%q is not one of json, jwt, rfc9701", in.Response)}
+	if !oneOf(in.Response, "json", "jwt", "rfc9701", "keycloak") {
+		return &Error{p + "response", fmt.Sprintf("%q is not one of json, jwt, rfc9701, keycloak", in.Response)}
 	}
-	if in.Response == "rfc9701" {
-		if in.Issuer == "" {
-			return &Error{"introspection.issuer", "required with response rfc9701"}
+	// In authorization_servers, issuer and jwks_uri default to the
+	// server's (or its metadata's); token.New checks what remains.
+	inServer := p != "introspection."
+	if in.Response == "rfc9701" || (in.Response == "keycloak" && !inServer) {
+		if in.Issuer == "" && !inServer {
+			return &Error{p + "issuer", "required with response " + in.Response}
 		}
-		if err := endpoint("introspection.jwks_uri", in.JWKSURI, in.AllowInsecureHTTP, true); err != nil {
+		if err := endpoint(p+"jwks_uri", in.JWKSURI, in.AllowInsecureHTTP, !inServer); err != nil {
 			return err
 		}
 	}
@@ -455,43 +493,49 @@ func (in *Introspection) validate() error {
 		in.Timeout = Duration(2 * time.Second)
 	}
 	if in.Timeout < 0 {
-		return &Error{"introspection.timeout", "must be positive"}
+		return &Error{p + "timeout", "must be positive"}
 	}
 	for _, a := range in.Audiences {
 		if a == "" {
-			return &Error{"introspection.audiences", "must not hold an empty audience"}
+			return &Error{p + "audiences", "must not hold an empty audience"}
 		}
 	}
 	if in.TokenTypeHint != "" && in.TokenTypeHint != "access_token" {
-		return &Error{"introspection.token_type_hint", "must be empty or access_token"}
+		return &Error{p + "token_type_hint", "must be empty or access_token"}
 	}
 	if in.MaxConcurrent == 0 {
 		in.MaxConcurrent = 64
 	}
 	if in.MaxConcurrent < 0 {
-		return &Error{"introspection.max_concurrent", "must be positive"}
+		return &Error{p + "max_concurrent", "must be positive"}
 	}
 	if in.CircuitBreaker.Failures == 0 {
 		in.CircuitBreaker.Failures = 5
 	}
 	if in.CircuitBreaker.Failures < 0 {
-		return &Error{"introspection.circuit_breaker.failures", "must be positive"}
+		return &Error{p + "circuit_breaker.failures", "must be positive"}
 	}
 	if in.CircuitBreaker.Cooldown == 0 {
 		in.CircuitBreaker.Cooldown = Duration(5 * time.Second)
 	}
 	if in.CircuitBreaker.Cooldown < 0 {
-		return &Error{"introspection.circuit_breaker.cooldown", "must be positive"}
+		return &Error{p + "circuit_breaker.cooldown", "must be positive"}
 	}
 	return nil
 }
 
 func (is *Issuer) validate(i int) error {
-	key := func(f string) string { return fmt.Sprintf("jwt.issuers[%d].%s", i, f) }
 	if is.Issuer == "" {
-		return &Error{key("issuer"), "must not be empty"}
+		return &Error{fmt.Sprintf("jwt.issuers[%d].issuer", i), "must not be empty"}
 	}
-	if err := endpoint(key("jwks_uri"), is.JWKSURI, is.AllowInsecureHTTP, true); err != nil {
+	return is.validateAt(fmt.Sprintf("jwt.issuers[%d].", i), false)
+}
+
+// validateAt checks an issuer whose keys start with p; with discovery,
+// jwks_uri may come from the server's metadata.
+func (is *Issuer) validateAt(p string, discovery bool) error {
+	key := func(f string) string { return p + f }
+	if err := endpoint(key("jwks_uri"), is.JWKSURI, is.AllowInsecureHTTP, !discovery); err != nil {
 		return err
 	}
 	if len(is.Audiences) == 0 {

@@ -59,7 +59,7 @@ func (c *Config) validateFAPI() error {
 		}
 	}
 	if c.Pairwise != nil {
-		if c.Introspection == nil && len(c.JWT.Issuers) == 0 {
+		if !c.Credentials() {
 			return &Error{"pairwise", "needs introspection or jwt.issuers: without tokens there is no subject to replace"}
 		}
 		if err := c.Pairwise.validate(); err != nil {

@@ -60,7 +60,7 @@ func (c *Config) validateRoutes() error {
 		key, reason, _ := strings.Cut(err.Error(), ": ")
 		return &Error{key, reason}
 	}
-	credentials := c.Introspection != nil || len(c.JWT.Issuers) > 0
+	credentials := c.Credentials()
 	for i, r := range c.Routes {
 		key := func(f string) string { return fmt.Sprintf("routes[%d].", i) + f }
 		if r.PairwiseSector != "" && c.Pairwise == nil {

@@ -18,10 +18,11 @@ var secretName = regexp.MustCompile(`(?i)secret|passw|token|credential|private|s
 // secret, with why. File paths (…File, …Files) are exempt by rule: the
 // file is the secret, its name is not.
 var notSecret = map[string]string{
-	"Introspection.PrivateKeyID":  "the kid of the client's key, public",
-	"Introspection.PrivateKeyAlg": "an algorithm name",
-	"Introspection.TokenTypeHint": "the literal access_token",
-	"Redis.TokenCache":            "a switch",
+	"Introspection.PrivateKeyID":        "the kid of the client's key, public",
+	"Introspection.PrivateKeyAlg":       "an algorithm name",
+	"Introspection.TokenTypeHint":       "the literal access_token",
+	"Redis.TokenCache":                  "a switch",
+	"AuthorizationServer.TokenPrefixes": "the public prefixes of a server's opaque tokens (ory_at_)",
 }
 
 // Every field whose name says secret, password, token or key material is

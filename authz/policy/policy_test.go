@@ -233,6 +233,8 @@ allow := {"allowed": true, "headers": {
 	tok := activeToken("read", "write")
 	tok.Expiry = time.Unix(1900000000, 0)
 	tok.Claims = map[string]any{"sub": "user-42", "n": json.Number("1.5"), "cnf": map[string]any{"jkt": "abc"}}
+	// The server that vouched for it (configured; the claims may say otherwise).
+	tok.Issuer = "https://kc.example/realms/bank"
 
 	wantInput := `{
 		"attributes": {
@@ -269,7 +271,7 @@ allow := {"allowed": true, "headers": {
 			"active": true, "kind": "opaque", "scopes": ["read", "write"],
 			"claims": {"sub": "user-42", "n": 1.5, "cnf": {"jkt": "abc"}},
 			"client_id": "web-app", "sub": "user-42", "exp": 1900000000,
-			"cnf": {"jkt": "abc"}
+			"cnf": {"jkt": "abc"}, "iss": "https://kc.example/realms/bank"
 		}
 	}`
 

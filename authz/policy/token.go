@@ -51,16 +51,20 @@ var (
 	kSub      = ast.StringTerm("sub")
 	kExp      = ast.StringTerm("exp")
 	kCnf      = ast.StringTerm("cnf")
+	kIss      = ast.StringTerm("iss")
 )
 
 // newTokenInput builds input.token:
 //
 //	{"active": bool, "kind": "opaque"|"jwt", "scopes": [...], "claims": {...},
-//	 "client_id": "...", "sub": "...", "exp": seconds, "cnf": {...}}
+//	 "client_id": "...", "sub": "...", "exp": seconds, "cnf": {...},
+//	 "iss": "..."}
 //
 // scopes and claims are always present (possibly empty); client_id, sub, exp
 // and cnf only when the token has them, so a policy can test them with a
-// plain reference.
+// plain reference. iss is the issuer of the authorization server that
+// vouched for the token (configured, not read from the token), when one is
+// named.
 func newTokenInput(tok *token.Token) (ti *tokenInput, err error) {
 	// Claims come from outside; a conversion bug must deny, not crash.
 	defer func() {
@@ -97,6 +101,9 @@ func newTokenInput(tok *token.Token) (ti *tokenInput, err error) {
 	}
 	if !tok.Expiry.IsZero() {
 		items = append(items, [2]*ast.Term{kExp, ast.InternedTerm(tok.Expiry.Unix())})
+	}
+	if tok.Issuer != "" {
+		items = append(items, [2]*ast.Term{kIss, ast.StringTerm(tok.Issuer)})
 	}
 	if obj, ok := claims.(ast.Object); ok {
 		if cnf := obj.Get(kCnf); cnf != nil {

@@ -29,6 +29,14 @@ type Config struct {
 	// matches none of them is introspected when Introspection is set, refused
 	// otherwise.
 	Issuers []IssuerConfig
+	// Servers are the authorization servers of a deployment with several
+	// (retail, corporate, partners...), in place of Introspection and
+	// Issuers, which are the one-server form. A JWT goes to the server its
+	// iss names (no server: refused); an opaque token to the server whose
+	// TokenPrefixes it starts with, else to the Default one (none: refused).
+	// A token is never tried at one server after another: it must not reach
+	// a server that did not issue it.
+	Servers []ServerConfig
 	Cache   CacheConfig
 	// Prepare runs once per resolved active token before it is cached (mint the
 	// JWT, build the policy input). An error keeps the token out of the cache and
@@ -86,6 +94,12 @@ const (
 	// ResponseRFC9701 is the signed introspection answer of RFC 9701
 	// (application/token-introspection+jwt), verified against JWKSURI.
 	ResponseRFC9701 = "rfc9701"
+	// ResponseKeycloak is Keycloak's answer to Accept: application/jwt: the
+	// RFC 7662 JSON with a "jwt" field, the token's claims signed with the
+	// realm's key. The field is read only when active is true and forwarded
+	// only once it verifies against JWKSURI with iss Issuer; without it the
+	// JWT is minted as in json mode.
+	ResponseKeycloak = "keycloak"
 )
 
 // IntrospectionConfig is the OAuth server's introspection endpoint (RFC 7662)
@@ -128,6 +142,47 @@ type IntrospectionConfig struct {
 	MaxConcurrent int
 	// Breaker is the circuit breaker toward the endpoint.
 	Breaker BreakerConfig
+
+	// discovered: Endpoint (and for keycloak, JWKSURI) may be empty, the
+	// server's metadata gives them.
+	discovered bool
+}
+
+// ServerConfig is one authorization server of Config.Servers.
+type ServerConfig struct {
+	// Name names the server in errors and logs (default: Issuer).
+	Name string
+	// Issuer is the server's issuer identifier (required): JWTs whose iss
+	// is exactly this come here, and the policy sees it as
+	// input.token.iss for every token this server answered for.
+	Issuer string
+	// Discovery reads the server's metadata from Issuer (RFC 8414
+	// /.well-known/oauth-authorization-server, else OpenID Connect
+	// /.well-known/openid-configuration) for the JWKS URI and the
+	// introspection endpoint not set here. The metadata must name Issuer
+	// exactly (RFC 8414 §3.3); it is refreshed as the JWKS is, and a
+	// failed refresh keeps the last good copy.
+	Discovery bool
+	// AllowInsecureHTTP permits http:// for the metadata (local development
+	// only).
+	AllowInsecureHTTP bool
+	// Introspection is the server's introspection endpoint; nil: its tokens
+	// are JWTs verified by value only. Its Issuer and JWKSURI default to the
+	// server's.
+	Introspection *IntrospectionConfig
+	// JWT verifies the server's JWTs by value (its Issuer is the server's);
+	// nil: its JWTs are introspected.
+	JWT *IssuerConfig
+	// IntrospectJWTs sends the server's JWTs to introspection even when JWT
+	// could verify them by value: for lightweight tokens that carry almost
+	// no claims (Keycloak), and to see revocations at once.
+	IntrospectJWTs bool
+	// TokenPrefixes route opaque tokens that start with one of them to this
+	// server (Hydra's ory_at_, say).
+	TokenPrefixes []string
+	// Default receives the opaque tokens that match no prefix; at most one
+	// server is the default.
+	Default bool
 }
 
 // Token types of IssuerConfig.Type.
@@ -160,6 +215,9 @@ type IssuerConfig struct {
 	Skew time.Duration
 	// AllowInsecureHTTP permits an http:// JWKSURI (local development only).
 	AllowInsecureHTTP bool
+
+	// discovered: JWKSURI may be empty, the server's metadata gives it.
+	discovered bool
 }
 
 // CacheConfig bounds the resolved-token cache.
@@ -216,6 +274,41 @@ func newAlgSet(field string, names []string) (algSet, error) {
 // withDefaults returns a copy of cfg with defaults filled in, or the first
 // configuration error, naming the field.
 func (cfg Config) withDefaults() (Config, error) {
+	if len(cfg.Servers) > 0 {
+		if cfg.Introspection != nil || len(cfg.Issuers) > 0 {
+			return cfg, fmt.Errorf("token: configure authorization_servers, or introspection and jwt.issuers (the one-server form), not both")
+		}
+		servers := make([]ServerConfig, len(cfg.Servers))
+		seen := map[string]string{}
+		defaults := 0
+		for i, s := range cfg.Servers {
+			field := fmt.Sprintf("authorization_servers[%d]", i)
+			if err := s.validate(field); err != nil {
+				return cfg, err
+			}
+			if other, ok := seen["iss "+s.Issuer]; ok {
+				return cfg, fmt.Errorf("token: %s.issuer %q is also %s's", field, s.Issuer, other)
+			}
+			seen["iss "+s.Issuer] = field
+			for _, p := range s.TokenPrefixes {
+				for key, other := range seen {
+					if q, ok := strings.CutPrefix(key, "prefix "); ok && (strings.HasPrefix(p, q) || strings.HasPrefix(q, p)) {
+						return cfg, fmt.Errorf("token: %s.token_prefixes %q overlaps %q of %s: a token must belong to one server", field, p, q, other)
+					}
+				}
+				seen["prefix "+p] = field
+			}
+			if s.Default {
+				defaults++
+			}
+			servers[i] = s
+		}
+		if defaults > 1 {
+			return cfg, fmt.Errorf("token: at most one of authorization_servers is the default")
+		}
+		cfg.Servers = servers
+		return cfg.cacheDefaults()
+	}
 	if cfg.Introspection == nil && len(cfg.Issuers) == 0 {
 		return cfg, fmt.Errorf("token: configure introspection or at least one issuer")
 	}
@@ -239,6 +332,62 @@ func (cfg Config) withDefaults() (Config, error) {
 		issuers[i] = is
 	}
 	cfg.Issuers = issuers
+	return cfg.cacheDefaults()
+}
+
+// validate checks one server of Config.Servers and fills its defaults.
+func (s *ServerConfig) validate(field string) error {
+	if s.Issuer == "" {
+		return fmt.Errorf("token: %s.issuer is required", field)
+	}
+	if s.Name == "" {
+		s.Name = s.Issuer
+	}
+	if s.Discovery {
+		if err := checkURL(field+".issuer", s.Issuer, s.AllowInsecureHTTP); err != nil {
+			return err
+		}
+	}
+	if s.Introspection == nil && s.JWT == nil {
+		return fmt.Errorf("token: %s: configure introspection, jwt or both", field)
+	}
+	if s.Introspection == nil && (s.IntrospectJWTs || len(s.TokenPrefixes) > 0 || s.Default) {
+		return fmt.Errorf("token: %s: introspect_jwts, token_prefixes and default need introspection", field)
+	}
+	if slices.Contains(s.TokenPrefixes, "") {
+		return fmt.Errorf("token: %s.token_prefixes must not hold an empty prefix", field)
+	}
+	if s.Introspection != nil {
+		in := *s.Introspection
+		if in.Issuer == "" {
+			in.Issuer = s.Issuer
+		}
+		if in.JWKSURI == "" && s.JWT != nil {
+			in.JWKSURI = s.JWT.JWKSURI
+		}
+		in.discovered = s.Discovery
+		if err := in.validate(); err != nil {
+			return fmt.Errorf("token: %s: %w", field, err)
+		}
+		s.Introspection = &in
+	}
+	if s.JWT != nil {
+		is := *s.JWT
+		if is.Issuer != "" && is.Issuer != s.Issuer {
+			return fmt.Errorf("token: %s.jwt.issuer %q is not the server's issuer %q", field, is.Issuer, s.Issuer)
+		}
+		is.Issuer = s.Issuer
+		is.discovered = s.Discovery
+		if err := is.validate(field + ".jwt"); err != nil {
+			return err
+		}
+		s.JWT = &is
+	}
+	return nil
+}
+
+// cacheDefaults fills the cache's and the hooks' defaults.
+func (cfg Config) cacheDefaults() (Config, error) {
 	if cfg.Shared != nil && len(cfg.SharedKey) < MinSharedKey {
 		return cfg, fmt.Errorf("token: the shared cache needs a secret of at least %d bytes (redis.cache_key_file); %d given", MinSharedKey, len(cfg.SharedKey))
 	}
@@ -268,8 +417,10 @@ func (cfg Config) withDefaults() (Config, error) {
 }
 
 func (in *IntrospectionConfig) validate() error {
-	if err := checkURL("introspection.endpoint", in.Endpoint, in.AllowInsecureHTTP); err != nil {
-		return err
+	if in.Endpoint != "" || !in.discovered {
+		if err := checkURL("introspection.endpoint", in.Endpoint, in.AllowInsecureHTTP); err != nil {
+			return err
+		}
 	}
 	if in.ClientID == "" {
 		return fmt.Errorf("token: introspection.client_id is required")
@@ -308,9 +459,18 @@ func (in *IntrospectionConfig) validate() error {
 		if in.Audience == "" {
 			in.Audience = in.ClientID
 		}
+	case ResponseKeycloak:
+		if in.Issuer == "" {
+			return fmt.Errorf("token: introspection.issuer is required for response %s", in.Response)
+		}
+		if in.JWKSURI != "" || !in.discovered {
+			if err := checkURL("introspection.jwks_uri", in.JWKSURI, in.AllowInsecureHTTP); err != nil {
+				return err
+			}
+		}
 	default:
-		return fmt.Errorf("token: introspection.response %q is not one of %s, %s, %s",
-			in.Response, ResponseJSON, ResponseJWT, ResponseRFC9701)
+		return fmt.Errorf("token: introspection.response %q is not one of %s, %s, %s, %s",
+			in.Response, ResponseJSON, ResponseJWT, ResponseRFC9701, ResponseKeycloak)
 	}
 	switch {
 	case in.Timeout < 0:
@@ -343,8 +503,10 @@ func (is *IssuerConfig) validate(field string) error {
 	if is.Issuer == "" {
 		return fmt.Errorf("token: %s.issuer is required", field)
 	}
-	if err := checkURL(field+".jwks_uri", is.JWKSURI, is.AllowInsecureHTTP); err != nil {
-		return err
+	if is.JWKSURI != "" || !is.discovered {
+		if err := checkURL(field+".jwks_uri", is.JWKSURI, is.AllowInsecureHTTP); err != nil {
+			return err
+		}
 	}
 	if len(is.Audiences) == 0 || slices.Contains(is.Audiences, "") {
 		return fmt.Errorf("token: %s.audiences must list the audiences this service accepts (RFC 8725 §3.9)", field)

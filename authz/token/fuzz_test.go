@@ -368,7 +368,7 @@ func FuzzIntrospectionAnswer(f *testing.F) {
 			return nil, errors.New("no network in the fuzz test")
 		})},
 	}
-	ks.keys.Store(&publicKeys{fetched: now, keys: []publicKey{
+	ks.keys.store(&publicKeys{fetched: now, keys: []publicKey{
 		{kid: "fz-es", key: &k.es.PublicKey}, {kid: "fz-ed", key: k.ed.Public()},
 	}})
 	in := &introspector{

@@ -40,8 +40,10 @@ type introspector struct {
 	key    jwk.Key
 	keyAlg jwa.SignatureAlgorithm
 
-	// rfc9701
+	// rfc9701 and keycloak: the keys that sign the answers
 	keys *keySet
+	// meta, when the endpoint is not configured, names it (discovery).
+	meta *metadata
 
 	// guard bounds the calls in flight and trips on repeated failures.
 	guard *guard
@@ -52,6 +54,8 @@ var acceptHeader = map[string]string{
 	ResponseJSON:    "application/json",
 	ResponseJWT:     "application/jwt",
 	ResponseRFC9701: "application/token-introspection+jwt",
+	// Exactly this, or Keycloak leaves the jwt field out.
+	ResponseKeycloak: "application/jwt",
 }
 
 // rfc9701Algorithms: RFC 9701 signs with the server's asymmetric keys; its
@@ -98,7 +102,7 @@ func (in *introspector) loadClientKey() error {
 	if in.cfg.PrivateKeyID == "" {
 		in.cfg.PrivateKeyID, _ = key.KeyID()
 	}
-	if _, err := in.clientAssertion(); err != nil {
+	if _, err := in.clientAssertion(in.cfg.Endpoint); err != nil {
 		return fmt.Errorf("token: introspection.private_key_alg %s does not fit the key in private_key_file: %w", name, err)
 	}
 	return nil
@@ -129,11 +133,11 @@ func defaultKeyAlg(key jwk.Key) string {
 // clientAssertion is the RFC 7523 §2.2 JWT that authenticates us with
 // private_key_jwt: iss = sub = client_id, aud = the endpoint (and the
 // issuer when configured), a fresh jti, valid for 60s.
-func (in *introspector) clientAssertion() (string, error) {
+func (in *introspector) clientAssertion(endpoint string) (string, error) {
 	now := in.now()
 	var jti [16]byte
 	_, _ = rand.Read(jti[:])
-	aud := []string{in.cfg.Endpoint}
+	aud := []string{endpoint}
 	if in.cfg.Issuer != "" {
 		aud = append(aud, in.cfg.Issuer)
 	}
@@ -200,6 +204,16 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.Timeout)
 	defer cancel()
 
+	endpoint := in.cfg.Endpoint
+	if endpoint == "" && in.meta != nil {
+		md, err := in.meta.get(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, err)
+		}
+		if endpoint = md.introspection; endpoint == "" {
+			return nil, fmt.Errorf("%w: introspection: the metadata of %s names no introspection_endpoint", ErrUnavailable, in.meta.issuer)
+		}
+	}
 	form := url.Values{"token": {raw}}
 	if in.cfg.TokenTypeHint != "" {
 		form.Set("token_type_hint", in.cfg.TokenTypeHint)
@@ -209,7 +223,7 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 		form.Set("client_id", in.cfg.ClientID)
 		form.Set("client_secret", in.cfg.ClientSecret)
 	case AuthPrivateKeyJWT:
-		assertion, err := in.clientAssertion()
+		assertion, err := in.clientAssertion(endpoint)
 		if err != nil {
 			return nil, fmt.Errorf("%w: introspection: signing the client assertion: %v", ErrUnavailable, err)
 		}
@@ -217,7 +231,7 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
 		form.Set("client_assertion", assertion)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.cfg.Endpoint, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: introspection: %v", ErrUnavailable, scrubURL(err, in.where))
 	}
@@ -257,6 +271,8 @@ func (in *introspector) do(ctx context.Context, raw string) (*Token, error) {
 	ct := mediaType(resp.Header)
 	var tok *Token
 	switch {
+	case ct == "application/json" && in.cfg.Response == ResponseKeycloak:
+		tok, err = in.fromKeycloak(ctx, body)
 	case ct == "application/json":
 		// Also the answer of jwt and rfc9701 servers for an inactive token.
 		tok, err = in.fromJSON(body, in.cfg.Response == ResponseJSON)
@@ -306,6 +322,68 @@ func (in *introspector) fromJSON(body []byte, activeAllowed bool) (*Token, error
 	return tok, err
 }
 
+// fromKeycloak reads Keycloak's answer to Accept: application/jwt: RFC 7662
+// JSON plus, with the client attribute
+// client.introspection.response.allow.jwt.claim.enabled, a "jwt" field
+// holding the token's claims signed with the realm's key. Keycloak sends
+// that field for inactive tokens too (a refresh token refused for its
+// audience comes with a well-signed jwt of typ Refresh), so it is read only
+// after active is true and the answer passed every check, and forwarded
+// only once it verifies: the realm's key, iss, exp, an access token, and
+// the same token as the answer (sub, client_id, exp). Without it the JWT
+// is minted, as in json mode.
+func (in *introspector) fromKeycloak(ctx context.Context, body []byte) (*Token, error) {
+	var claims map[string]any
+	if err := decodeObject(body, &claims); err != nil {
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	signed, hasJWT := claims["jwt"]
+	delete(claims, "jwt") // the policy sees the claims, not a copy of them as a JWT
+	tok, err := in.fromIntrospection(claims)
+	if err != nil || !hasJWT {
+		return tok, err
+	}
+	raw, ok := signed.(string)
+	if !ok {
+		return nil, errors.New("answer's jwt field is not a string")
+	}
+	c, err := parseCompact(raw)
+	if err != nil {
+		return nil, fmt.Errorf("answer's jwt field is not a JWT: %w", err)
+	}
+	if err := checkTyp(c.header.Typ); err != nil {
+		return nil, fmt.Errorf("%w: introspection: jwt field: %v", ErrInvalid, err)
+	}
+	if err := in.keys.verify(ctx, raw, c, rfc9701Algorithms); err != nil {
+		if errors.Is(err, errNoKeys) {
+			return nil, fmt.Errorf("%w: introspection: jwt field: %v", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("answer's jwt field: %w", err)
+	}
+	if iss, _ := c.claims["iss"].(string); iss != in.cfg.Issuer {
+		return nil, fmt.Errorf("answer's jwt field issued by %.100q, expected %q", iss, in.cfg.Issuer)
+	}
+	if err := checkAnswer(c.claims); err != nil {
+		return nil, fmt.Errorf("%w: introspection: jwt field: %v", ErrInvalid, err)
+	}
+	exp, ok, err := numericDate(c.claims, "exp")
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("answer's jwt field: %w", err)
+	case !ok:
+		return nil, errors.New("answer's jwt field has no exp")
+	case !in.now().Before(exp):
+		return nil, errors.New("answer's jwt field has expired")
+	}
+	for _, name := range [...]string{"sub", "client_id", "exp"} {
+		if fmt.Sprint(c.claims[name]) != fmt.Sprint(claims[name]) {
+			return nil, fmt.Errorf("answer's jwt field is about another token (%s differs)", name)
+		}
+	}
+	tok.JWT, tok.JWTExpiry = raw, exp
+	return tok, nil
+}
+
 // fromIntrospection builds the Token of an RFC 7662 answer object.
 func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error) {
 	active, ok := claims["active"].(bool)
@@ -318,7 +396,11 @@ func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error)
 	if err := in.checkClaims(claims); err != nil {
 		return nil, err
 	}
-	return in.shared.newToken(KindOpaque, claims)
+	tok, err := in.shared.newToken(KindOpaque, claims)
+	if err == nil {
+		tok.Issuer = in.cfg.Issuer
+	}
+	return tok, err
 }
 
 // checkClaims refuses, as invalid, an active answer that is not about an
@@ -356,7 +438,7 @@ func (in *introspector) fromJWT(body []byte) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("answer JWT: %w", err)
 	}
-	tok.JWT, tok.JWTExpiry = jwt, tok.Expiry
+	tok.JWT, tok.JWTExpiry, tok.Issuer = jwt, tok.Expiry, in.cfg.Issuer
 	return tok, nil
 }
 

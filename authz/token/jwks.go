@@ -11,8 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -20,7 +18,6 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/singleflight"
 )
 
 const (
@@ -51,8 +48,11 @@ var (
 // shared by all who ask) and when it grows old; a failed fetch keeps the
 // last good keys.
 type keySet struct {
-	uri     string
-	where   string // uri as it may be logged
+	uri   string
+	where string // uri as it may be logged
+	// meta, when uri is empty, is the server's metadata, which names the
+	// JWKS URI (discovery).
+	meta    *metadata
 	client  *http.Client
 	timeout time.Duration
 	now     func() time.Time
@@ -60,13 +60,7 @@ type keySet struct {
 	stats   *counters
 	tracer  trace.Tracer // nil: no spans
 
-	keys    atomic.Pointer[publicKeys]
-	flight  singleflight.Group
-	mu      sync.Mutex
-	tried   time.Time // last fetch attempt
-	bg      sync.WaitGroup
-	stale   atomic.Bool // a background refresh is running
-	closing atomic.Bool
+	keys kept[publicKeys]
 }
 
 // publicKeys is one fetched key set, immutable once stored.
@@ -100,7 +94,7 @@ func (p *publicKeys) match(kid string, alg jwa.SignatureAlgorithm) []any {
 // lookup returns the candidate keys for kid and alg, refreshing the set when
 // it holds none (errUnknownKey) or when none was ever fetched (errNoKeys).
 func (ks *keySet) lookup(ctx context.Context, kid string, alg jwa.SignatureAlgorithm) ([]any, error) {
-	cur := ks.keys.Load()
+	cur := ks.keys.load()
 	if cur != nil {
 		if found := cur.match(kid, alg); len(found) > 0 {
 			if ks.now().Sub(cur.fetched) > keysMaxAge {
@@ -122,58 +116,23 @@ func (ks *keySet) lookup(ctx context.Context, kid string, alg jwa.SignatureAlgor
 // refresh fetches the set again unless it was tried too recently, and
 // returns the keys to use: the new ones, or the last good ones.
 func (ks *keySet) refresh(ctx context.Context) (*publicKeys, error) {
-	ch := ks.flight.DoChan("", func() (any, error) {
-		cur := ks.keys.Load()
-		now := ks.now()
-		ks.mu.Lock()
-		wait := refreshInterval
-		if cur == nil {
-			wait = emptyRetryInterval
-		}
-		if !ks.tried.IsZero() && now.Sub(ks.tried) < wait {
-			ks.mu.Unlock()
-			return cur, errors.New("fetched too recently")
-		}
-		ks.tried = now
-		ks.mu.Unlock()
-
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ks.timeout)
-		defer cancel()
-		next, err := ks.fetch(fctx)
+	return ks.keys.refresh(ctx, ks.now(), ks.timeout, func(ctx context.Context) (*publicKeys, error) {
+		next, err := ks.fetch(ctx)
 		if err != nil {
 			ks.stats.jwksFailures.Add(1)
 			ks.log.Warn("token: JWKS fetch failed; keeping the last good keys", "jwks_uri", ks.where, "err", err)
-			return cur, err
+			return nil, err
 		}
 		ks.stats.jwksRefreshes.Add(1)
-		ks.keys.Store(next)
 		return next, nil
 	})
-	select {
-	case res := <-ch:
-		cur, _ := res.Val.(*publicKeys)
-		return cur, res.Err
-	case <-ctx.Done():
-		return ks.keys.Load(), ctx.Err()
-	}
 }
 
 func (ks *keySet) refreshInBackground() {
-	if ks.closing.Load() || !ks.stale.CompareAndSwap(false, true) {
-		return
-	}
-	ks.bg.Add(1)
-	go func() {
-		defer ks.bg.Done()
-		defer ks.stale.Store(false)
-		_, _ = ks.refresh(context.Background())
-	}()
+	ks.keys.inBackground(func(ctx context.Context) { _, _ = ks.refresh(ctx) })
 }
 
-func (ks *keySet) close() {
-	ks.closing.Store(true)
-	ks.bg.Wait()
-}
+func (ks *keySet) close() { ks.keys.close() }
 
 // fetch GETs and parses the key set. Symmetric keys, encryption keys and key
 // types jwx does not know are left out: they can verify nothing here.
@@ -188,7 +147,17 @@ func (ks *keySet) fetch(ctx context.Context) (keys *publicKeys, err error) {
 		}
 		span.End()
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.uri, nil)
+	uri := ks.uri
+	if uri == "" && ks.meta != nil {
+		md, err := ks.meta.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if uri = md.jwksURI; uri == "" {
+			return nil, fmt.Errorf("the metadata of %s names no jwks_uri", ks.meta.issuer)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	if err != nil {
 		return nil, scrubURL(err, ks.where)
 	}

@@ -23,11 +23,18 @@ import (
 // Resolver turns presented tokens into Tokens, through its cache, the
 // configured issuers' JWKS or the OAuth server. It is safe for concurrent use.
 type Resolver struct {
-	intro   *introspector
-	issuers map[string]*issuer
-	prepare func(*Token) error
-	now     func() time.Time
-	log     *slog.Logger
+	intro   *introspector      // opaque tokens no prefix claims (the one-server form's introspection)
+	issuers map[string]*issuer // JWTs verified by value, by iss
+	// jwtIntro are the issuers whose JWTs are introspected; prefixes route
+	// opaque tokens; strict refuses a JWT of an issuer not configured
+	// (several servers) instead of introspecting it at intro.
+	jwtIntro map[string]*introspector
+	prefixes []prefixRoute
+	strict   bool
+	metas    []*metadata
+	prepare  func(*Token) error
+	now      func() time.Time
+	log      *slog.Logger
 
 	maxTTL      time.Duration
 	inactiveTTL time.Duration
@@ -137,6 +144,11 @@ func New(cfg Config) (*Resolver, error) {
 		if cfg.Introspection != nil {
 			caFiles["introspection.ca_file"] = cfg.Introspection.CAFile
 		}
+		for i, s := range cfg.Servers {
+			if s.Introspection != nil {
+				caFiles[fmt.Sprintf("authorization_servers[%d].introspection.ca_file", i)] = s.Introspection.CAFile
+			}
+		}
 		client, r.transport, err = newHTTPClient(caFiles)
 		if err != nil {
 			return nil, err
@@ -149,31 +161,8 @@ func New(cfg Config) (*Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := defaultTimeout
-	newKeySet := func(uri string) *keySet {
-		ks := &keySet{uri: uri, where: loggable(uri), client: client, timeout: timeout, now: r.now, log: r.log, stats: &r.stats, tracer: cfg.Tracer}
-		r.keySets = append(r.keySets, ks)
-		return ks
-	}
-	if in := cfg.Introspection; in != nil {
-		timeout = in.Timeout
-		r.intro = &introspector{cfg: *in, where: loggable(in.Endpoint), client: client, now: r.now, log: r.log, stats: &r.stats, shared: &r.shared,
-			tracer: cfg.Tracer, duration: introDuration}
-		if r.intro.guard, err = newGuard(*in, cfg.Meter, r.log); err != nil {
-			return nil, fmt.Errorf("token: introspection metrics: %w", err)
-		}
-		if in.AuthMethod == AuthPrivateKeyJWT {
-			if err := r.intro.loadClientKey(); err != nil {
-				return nil, err
-			}
-		}
-		if in.Response == ResponseRFC9701 {
-			r.intro.keys = newKeySet(in.JWKSURI)
-		}
-	}
-	for _, ic := range cfg.Issuers {
-		algs, _ := newAlgSet("", ic.Algorithms) // checked by withDefaults
-		r.issuers[ic.Issuer] = &issuer{cfg: ic, algs: algs, keys: newKeySet(ic.JWKSURI), now: r.now, shared: &r.shared}
+	if err := r.buildSources(cfg, client, introDuration); err != nil {
+		return nil, err
 	}
 
 	// Ristretto wants about ten counters per item it holds; a cached token
@@ -390,28 +379,25 @@ func (r *Resolver) store(raw string, e entry, cost int64, ttl time.Duration) {
 	}
 }
 
-// fetch routes raw: a JWT of a configured issuer is verified by value,
-// anything else is introspected.
+// fetch resolves raw at the one authorization server it belongs to (see
+// source): by value with its issuer's keys, or by introspection.
 func (r *Resolver) fetch(ctx context.Context, raw string) (*Token, error) {
-	if len(r.issuers) > 0 {
-		if iss, ok := peekIssuer(raw); ok {
-			if is := r.issuers[iss]; is != nil {
-				vctx, span := startSpan(r.tracer, ctx, "token.verify")
-				tok, err := is.verify(vctx, raw)
-				if err != nil {
-					r.stats.jwtRejected.Add(1)
-				} else {
-					r.stats.jwtVerified.Add(1)
-				}
-				endSpan(span, err)
-				return tok, err
-			}
+	is, in, err := r.source(raw)
+	if err != nil {
+		return nil, err
+	}
+	if is != nil {
+		vctx, span := startSpan(r.tracer, ctx, "token.verify")
+		tok, err := is.verify(vctx, raw)
+		if err != nil {
+			r.stats.jwtRejected.Add(1)
+		} else {
+			r.stats.jwtVerified.Add(1)
 		}
+		endSpan(span, err)
+		return tok, err
 	}
-	if r.intro == nil {
-		return nil, fmt.Errorf("%w: not a JWT of a configured issuer", ErrInvalid)
-	}
-	return r.intro.introspect(ctx, raw)
+	return in.introspect(ctx, raw)
 }
 
 // Stats returns the counters.
@@ -454,6 +440,9 @@ func (r *Resolver) Close() {
 	r.active.Wait()
 	for _, ks := range r.keySets {
 		ks.close()
+	}
+	for _, m := range r.metas {
+		m.close()
 	}
 	r.cache.Close()
 	if r.transport != nil {

@@ -33,7 +33,11 @@ type Token struct {
 	// encoding/json decodes them: numbers are float64, except integers beyond
 	// 2^53, which are json.Number so they re-encode exactly. Values that
 	// repeat across tokens (iss, aud, client_id, scope, ...) are shared.
-	Claims   map[string]any
+	Claims map[string]any
+	// Issuer is the issuer of the authorization server that vouched for
+	// the token (verified it, or answered its introspection); "" when the
+	// one-server configuration names none.
+	Issuer   string
 	ClientID string
 	Subject  string
 	// Expiry is the token's exp; zero when it has none.

@@ -46,7 +46,7 @@ func (is *issuer) verify(ctx context.Context, raw string) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
-	tok.JWT, tok.JWTExpiry = raw, tok.Expiry
+	tok.JWT, tok.JWTExpiry, tok.Issuer = raw, tok.Expiry, is.cfg.Issuer
 	return tok, nil
 }
 

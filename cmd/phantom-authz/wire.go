@@ -64,7 +64,7 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 	if s.redis, err = openRedis(cfg, log); err != nil {
 		return nil, err
 	}
-	credentials := cfg.Introspection != nil || len(cfg.JWT.Issuers) > 0
+	credentials := cfg.Credentials()
 	if credentials {
 		keys := cfg.Mint.SigningKeyFiles
 		if cfg.Mint.SigningKeyFile != "" {
@@ -130,6 +130,7 @@ func build(cfg config.Config, log *slog.Logger, tel *telemetry.Telemetry) (*stac
 		s.resolver, err = token.New(token.Config{
 			Introspection: introspectionConfig(cfg.Introspection),
 			Issuers:       issuerConfigs(cfg.JWT.Issuers),
+			Servers:       serverConfigs(cfg.AuthorizationServers),
 			CAFile:        cfg.JWT.CAFile,
 			Cache: token.CacheConfig{
 				MaxCost:     cfg.Cache.MaxBytes,
@@ -189,6 +190,27 @@ func introspectionConfig(in *config.Introspection) *token.IntrospectionConfig {
 			Cooldown: in.CircuitBreaker.Cooldown.D(),
 		},
 	}
+}
+
+func serverConfigs(in []config.AuthorizationServer) []token.ServerConfig {
+	out := make([]token.ServerConfig, len(in))
+	for i, s := range in {
+		out[i] = token.ServerConfig{
+			Name:              s.Name,
+			Issuer:            s.Issuer,
+			Discovery:         s.Discovery,
+			AllowInsecureHTTP: s.AllowInsecureHTTP,
+			Introspection:     introspectionConfig(s.Introspection),
+			IntrospectJWTs:    s.IntrospectJWTs,
+			TokenPrefixes:     s.TokenPrefixes,
+			Default:           s.Default,
+		}
+		if s.JWT != nil {
+			is := issuerConfigs([]config.Issuer{*s.JWT})[0]
+			out[i].JWT = &is
+		}
+	}
+	return out
 }
 
 func issuerConfigs(in []config.Issuer) []token.IssuerConfig {
