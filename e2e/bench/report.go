@@ -184,9 +184,9 @@ const notes = `## How to read it
   alike. The ratios are to the no-op row under the scenario.
 - **wrong** counts answers other than the expected allow with a forwarded
   JWT (` + "`Bearer ey…`" + `); **errors** counts failed RPCs.
-- Scenarios **b1**, **c** and **e** have no target: they show what a
-  signature check, an introspection plus minting, and a DPoP proof check
-  (signature, claims, replay store) cost on every request. The IdP
+- Scenarios **b1**, **c** and **e** show what a signature check, an
+  introspection plus minting, and a DPoP proof check (signature, claims,
+  replay store) cost on every request; their targets are issue 17's. The IdP
   (introspection, JWKS) runs in the harness's process, so its CPU is in
   *client CPU/check* for c. JWTs and proofs are signed before the run.
 - Scenario **d** runs for the longest window: its RSS columns show whether
