@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,9 @@ type envoySetup struct {
 	newToken bool
 	// edit changes the shipped Envoy configuration (nil: as shipped).
 	edit func(cfg string) (string, error)
+	// alone is the id of the setup without ext_authz this one's Envoy CPU is
+	// compared with (default E0).
+	alone string
 }
 
 // envoySetups are the rows of the Envoy-level table, in order.
@@ -46,7 +50,7 @@ func envoySetups() []envoySetup {
 		// The shipped configuration's share: E1 with one setting changed.
 		{id: "E1h", title: "E1 with allowed_headers (only what phantom-authz reads)", authz: "noop", edit: withAllowedHeaders},
 		{id: "E1r", title: "E1 with encode_raw_headers off", authz: "noop", edit: withoutRawHeaders},
-		{id: "E1t", title: "E1 without tracing", authz: "noop", edit: withoutTracing},
+		{id: "E1t", title: "E1 without tracing", authz: "noop", edit: withoutTracing, alone: "E0t"},
 		{id: "E0t", title: "E0 without tracing", edit: chain(withoutExtAuthz, withoutTracing)},
 	}
 }
@@ -558,15 +562,12 @@ func (u *upstream) close() { _ = u.srv.Close() }
 
 // envoyMarkdown renders the Envoy-level table.
 func envoyMarkdown(b *strings.Builder, rs []*envoyResult, o envoyOptions) {
-	var alone, noopR *envoyResult
+	byID := map[string]*envoyResult{}
+	var noopR *envoyResult
 	for _, r := range rs {
-		switch r.setup.authz {
-		case "":
-			alone = r
-		case "noop":
-			if noopR == nil && r.setup.edit == nil {
-				noopR = r
-			}
+		byID[r.setup.id] = r
+		if r.setup.authz == "noop" && r.setup.edit == nil && noopR == nil {
+			noopR = r
 		}
 	}
 	fmt.Fprintf(b, "## Through Envoy\n\n")
@@ -579,6 +580,7 @@ func envoyMarkdown(b *strings.Builder, rs []*envoyResult, o envoyOptions) {
 	for _, r := range rs {
 		envoyCPU, authzCPU := r.perRequest(r.envoyCPU), r.perRequest(r.authzCPU)
 		extra, authzX, totalX := "", "", ""
+		alone := byID[cmp.Or(r.setup.alone, "E0")]
 		if alone != nil && alone.requests > 0 && r.setup.authz != "" {
 			extra = us(envoyCPU - alone.perRequest(alone.envoyCPU))
 		}
@@ -615,7 +617,7 @@ const envoyNotes = `- **CPU/request** is each process's user + system time over 
   (` + "`/proc/PID/stat`" + `) divided by the requests wrk completed in it. The
   upstream and wrk run in other processes and are not counted.
 - **Envoy CPU − Envoy alone** is what the ext_authz filter and the gRPC
-  call cost Envoy; **× no-op** compares with the no-op server (` + "`cmd/noop-authz`" + `,
+  call cost Envoy (E1t against E0t, both without tracing); **× no-op** compares with the no-op server (` + "`cmd/noop-authz`" + `,
   one pre-built OK answer) measured in the same run.
 - p50 and p99 of the closed loop are the slices' percentiles weighted by
   their requests (wrk reports percentiles, not raw latencies).
