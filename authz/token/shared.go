@@ -300,6 +300,12 @@ func (r *Resolver) sharedFetch(ctx context.Context, raw string) (tok *Token, unt
 	}
 	if held {
 		defer release()
+		// Another replica may have shared its answer and released the lock
+		// between our miss and our Lock: read it rather than introspect the
+		// token a second time.
+		if tok, until, found, err = r.sharedRecheck(ctx, raw, key); found {
+			return tok, until, err
+		}
 	}
 	tok, err = r.fetch(ctx, raw)
 	r.sharedAdd(ctx, raw, key, tok, err)
@@ -344,6 +350,27 @@ func (r *Resolver) sharedGet(ctx context.Context, raw string, key [32]byte) (tok
 		r.stats.l2Misses.Add(1)
 		return nil, time.Time{}, false, nil
 	}
+	return r.sharedHit(o)
+}
+
+// sharedRecheck is sharedGet after the lock is taken: a usable answer is a
+// hit; anything else was already counted and logged by the lookup before
+// the lock, so it is passed over quietly.
+func (r *Resolver) sharedRecheck(ctx context.Context, raw string, key [32]byte) (tok *Token, until time.Time, found bool, err error) {
+	value, ok, gerr := r.l2.Get(ctx, key)
+	if gerr != nil || !ok {
+		return nil, time.Time{}, false, nil
+	}
+	o, oerr := r.open(raw, key, value)
+	if oerr != nil || o.expired {
+		return nil, time.Time{}, false, nil
+	}
+	return r.sharedHit(o)
+}
+
+// sharedHit counts a usable shared-cache answer and returns it as sharedGet
+// does.
+func (r *Resolver) sharedHit(o opened) (tok *Token, until time.Time, found bool, err error) {
 	r.stats.l2Hits.Add(1)
 	if o.tok == nil {
 		return nil, o.until, true, ErrInactive

@@ -357,3 +357,51 @@ func TestExactNumbers(t *testing.T) {
 		}
 	}
 }
+
+// lockHook is a SharedCache whose first Lock runs before() first: the
+// moment where another replica can finish its whole flight (take the
+// lock, introspect, share the answer, release) between this replica's miss
+// and its own Lock.
+type lockHook struct {
+	*fakeShared
+	once   sync.Once
+	before func()
+}
+
+func (h *lockHook) Lock(ctx context.Context, key [32]byte, ttl time.Duration) (func(), bool, error) {
+	h.once.Do(h.before)
+	return h.fakeShared.Lock(ctx, key, ttl)
+}
+
+// A replica that misses the shared cache and then wins the lock only
+// because another replica has just answered and released it must read that
+// answer, not introspect the token a second time.
+func TestSharedLockAfterAnotherReplicaAnswered(t *testing.T) {
+	srv := newOAuthServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"active":true,"sub":"alice","scope":"read","exp":` +
+			strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + `}`))
+	})
+	shared := newFakeShared()
+	r1 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: shared, SharedKey: testSharedKey})
+	const raw = "opaque-answered-meanwhile"
+	hooked := &lockHook{fakeShared: shared, before: func() {
+		if _, err := r1.Resolve(context.Background(), bearer(raw)); err != nil {
+			t.Errorf("first replica: %v", err)
+		}
+	}}
+	r2 := mustNew(t, Config{Introspection: introspectionConfig(srv), Shared: hooked, SharedKey: testSharedKey})
+	tok, err := r2.Resolve(context.Background(), bearer(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Subject != "alice" {
+		t.Errorf("sub %q, want alice", tok.Subject)
+	}
+	if n := srv.count.Load(); n != 1 {
+		t.Errorf("introspection server saw %d requests, want 1", n)
+	}
+	if st := r2.Stats(); st.SharedHits != 1 || st.IntrospectionsActive != 0 {
+		t.Errorf("second replica stats = %+v", st)
+	}
+}
