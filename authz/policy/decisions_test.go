@@ -491,3 +491,50 @@ func TestShippedPoliciesCacheable(t *testing.T) {
 		t.Error("the shipped policies' decision was not cached")
 	}
 }
+
+// The fields OPA-Envoy's input has beyond the request line (Envoy's
+// partial-body mark, source_principal, a pipe address, a header list sent
+// only raw) take part in the decision
+// key: a cached answer for one request is never served for another that
+// differs only there.
+func TestDecisionCacheOPAEnvoyFields(t *testing.T) {
+	tests := []struct {
+		name        string
+		rule        string
+		first, then func() *authz.Request
+	}{
+		{"partial-body mark", `allow if input.truncated_body`,
+			func() *authz.Request { return getRequest("/x", nil) },
+			func() *authz.Request { return getRequest("/x", map[string]string{"x-envoy-auth-partial-body": "true"}) }},
+		{"source_principal", `allow if input.source_principal == "spiffe://a"`,
+			func() *authz.Request { r := getRequest("/x", nil); r.Source.Principal = "spiffe://b"; return r },
+			func() *authz.Request { r := getRequest("/x", nil); r.Source.Principal = "spiffe://a"; return r }},
+		{"pipe address", `allow if input.attributes.source.address.pipe.path == "/s"`,
+			func() *authz.Request { return getRequest("/x", nil) },
+			func() *authz.Request {
+				r := getRequest("/x", nil)
+				r.Source.AddressValue = map[string]any{"pipe": map[string]any{"path": "/s"}}
+				return r
+			}},
+		{"raw header list only", `allow if not input.attributes.request.http.headers["x-a"]`,
+			func() *authz.Request { return getRequest("/x", map[string]string{"x-a": "1"}) },
+			func() *authz.Request {
+				r := getRequest("/x", map[string]string{"x-a": "1"})
+				r.RawHeaders, r.HeadersJoined = []authz.Header{{Key: "x-a", Value: "1"}}, true
+				return r
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEngine(t, map[string]string{"p.rego": "package envoy.authz\n\ndefault allow := false\n\n" + tt.rule + "\n"})
+			for i, d := range decideN(t, e, tt.first(), nil, 3) {
+				if d.Allowed {
+					t.Fatalf("first request, decision %d: allowed", i)
+				}
+			}
+			if d := decideN(t, e, tt.then(), nil, 1)[0]; !d.Allowed {
+				t.Fatalf("the other request got the first one's cached denial: %+v", d)
+			}
+		})
+	}
+}
