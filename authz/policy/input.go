@@ -21,9 +21,12 @@ import (
 )
 
 // The input is built directly as OPA AST values: no JSON round trip and no
-// reflection per request. It has the shape OPA-Envoy gives its policies
-// (protojson of the v3 CheckRequest plus parsed_path, parsed_query,
-// parsed_body, truncated_body and version), and our input.token.
+// reflection per request. It has exactly the shape OPA-Envoy gives its
+// policies: the v3 CheckRequest's set fields by their JSON names (not
+// protojson: a Timestamp is {seconds, nanos}, an enum a number, bytes
+// base64), plus parsed_path, parsed_query, parsed_body (null when none),
+// truncated_body, version and source_principal; and our input.token and
+// input.route. e2e/opaenvoy compares it, answer by answer, with OPA-Envoy's.
 //
 // Only the parts of it that the loaded policy set can read are built (see
 // need): a policy that never looks at the headers does not pay for them.
