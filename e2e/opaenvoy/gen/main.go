@@ -25,9 +25,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -126,7 +128,10 @@ func record(bin string, p policy) (*Golden, error) {
 	cmd := exec.Command(bin, "run", "--server", "--addr="+httpAddr,
 		"--set=plugins.envoy_ext_authz_grpc.addr="+grpcAddr,
 		"--set=plugins.envoy_ext_authz_grpc.path="+path,
-		"--set=decision_logs.console=false", "--log-level=error", file)
+		"--set=decision_logs.console=false", "--log-level=error", "policy.rego")
+	// Run beside the policy, so error messages name policy.rego, not a
+	// temporary directory that differs from one recording to the next.
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -168,12 +173,33 @@ func record(bin string, p policy) (*Golden, error) {
 				return nil, fmt.Errorf("request %s: %w", c.name, err)
 			}
 			cs.Error = &RPCError{Code: st.Code().String(), Message: st.Message()}
-		} else if cs.Response, err = canonical(resp); err != nil {
-			return nil, err
+		} else {
+			sortLists(resp)
+			if cs.Response, err = canonical(resp); err != nil {
+				return nil, err
+			}
 		}
 		g.Cases = append(g.Cases, cs)
 	}
 	return g, nil
+}
+
+// sortLists sorts the header and query parameter lists of resp by name,
+// keeping the order of the values of one name: OPA-Envoy builds them from
+// a map, in random order, and Envoy applies names independently; sorted,
+// the files stay the same from one recording to the next.
+func sortLists(resp *authv3.CheckResponse) {
+	byKey := func(a, b *corev3.HeaderValueOption) int {
+		return strings.Compare(a.GetHeader().GetKey(), b.GetHeader().GetKey())
+	}
+	if ok := resp.GetOkResponse(); ok != nil {
+		slices.SortStableFunc(ok.Headers, byKey)
+		slices.SortStableFunc(ok.ResponseHeadersToAdd, byKey)
+		slices.SortStableFunc(ok.QueryParametersToSet, func(a, b *corev3.QueryParameter) int { return strings.Compare(a.GetKey(), b.GetKey()) })
+	}
+	if d := resp.GetDeniedResponse(); d != nil {
+		slices.SortStableFunc(d.Headers, byKey)
+	}
 }
 
 // canonical is m's protojson, compacted so the files diff well.
