@@ -301,12 +301,13 @@ func (p *keyPlan) writeKey(w *keyWriter, r *authz.Request) bool {
 				w.uvarint(0) // no input.route at all
 				break
 			}
-			w.uvarint(1 + uint64(len(rt.Params())))
-			w.str(rt.Name)
+			w.uvarint(1 + uint64(rt.NumParams()))
+			w.str(rt.Name())
 			w.str(rt.API)
-			w.str(rt.Template)
+			w.str(rt.Template())
 			w.uvarint(uint64(b2u(rt.Public)))
-			for _, p := range rt.Params() {
+			for i := range rt.NumParams() {
+				p := rt.ParamAt(i)
 				w.str(p.Name)
 				w.str(p.Value)
 			}

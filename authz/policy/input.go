@@ -242,10 +242,11 @@ func buildInput(n *need, r *authz.Request, tok *tokenInput) (*ast.Term, error) {
 // policies need not parse paths again.
 func (b *builder) route(rt *route.Route) *ast.Term {
 	var f, p fields
-	f.str(b, all, kName, rt.Name)
+	f.str(b, all, kName, rt.Name())
 	f.str(b, all, kAPI, rt.API)
-	f.str(b, all, kTemplate, rt.Template)
-	for _, pr := range rt.Params() {
+	f.str(b, all, kTemplate, rt.Template())
+	for i := range rt.NumParams() {
+		pr := rt.ParamAt(i)
 		p.add(b.str(pr.Name), b.str(pr.Value))
 	}
 	f.add(kParams, b.object(&p))

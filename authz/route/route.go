@@ -89,23 +89,47 @@ type Param struct {
 }
 
 // Route is the route selected for one request. Its zero value is "no route":
-// every setting off.
+// every setting off. It is small (it travels in every authz.Request): the
+// matching entry is a pointer, the parameters offsets into the path.
 type Route struct {
 	Settings
-	// Name is the matching table entry's name; "" when none matched.
-	Name string
-	// Template is the matching entry's path pattern ("/accounts/{id}",
-	// "/health*" for a prefix); "" when none matched.
-	Template string
-	// Host, Methods are the matching entry's host and method conditions.
-	Host    string
-	Methods []string
-
-	params  [MaxParams]Param
+	// entry is the matching table entry; nil when none matched.
+	entry *entry
+	// path is the normalised path the parameters are in.
+	path    string
+	params  [MaxParams]span
 	nParams uint8
 	// from records which sources set something: fromTable,
 	// fromMetadata, fromContext.
 	from uint8
+}
+
+// span is a parameter's value: path[start:end].
+type span struct{ start, end uint16 }
+
+// Name is the matching table entry's name; "" when none matched.
+func (r *Route) Name() string {
+	if r.entry == nil {
+		return ""
+	}
+	return r.entry.Name
+}
+
+// Template is the matching entry's path pattern ("/accounts/{id}", "/health*"
+// for a prefix); "" when none matched.
+func (r *Route) Template() string {
+	if r.entry == nil {
+		return ""
+	}
+	return r.entry.template
+}
+
+// NumParams is the number of template parameters.
+func (r *Route) NumParams() int { return int(r.nParams) }
+
+// ParamAt is the i-th template parameter and the path segment it matched.
+func (r *Route) ParamAt(i int) Param {
+	return Param{Name: r.entry.paramNames[i], Value: r.path[r.params[i].start:r.params[i].end]}
 }
 
 const (
@@ -115,13 +139,20 @@ const (
 )
 
 // Params are the template's parameters and the segments they matched, as
-// they appear in the normalised path (see Normalize).
-func (r *Route) Params() []Param { return r.params[:r.nParams] }
+// they appear in the normalised path (see Normalize). It allocates; the
+// request path uses NumParams and ParamAt.
+func (r *Route) Params() []Param {
+	ps := make([]Param, r.nParams)
+	for i := range ps {
+		ps[i] = r.ParamAt(i)
+	}
+	return ps
+}
 
 // Param returns the value of the named template parameter.
 func (r *Route) Param(name string) (string, bool) {
-	for _, p := range r.params[:r.nParams] {
-		if p.Name == name {
+	for i := range int(r.nParams) {
+		if p := r.ParamAt(i); p.Name == name {
 			return p.Value, true
 		}
 	}
@@ -136,12 +167,12 @@ func (r *Route) Matched() bool { return r.from != 0 }
 func (r *Route) Why() string {
 	var parts []string
 	if r.from&fromTable != 0 {
-		s := fmt.Sprintf("route table entry %q matched path %s", r.Name, r.Template)
-		if r.Host != "" {
-			s += " on host " + r.Host
+		s := fmt.Sprintf("route table entry %q matched path %s", r.Name(), r.Template())
+		if r.entry.hostList != "" {
+			s += " on host " + r.entry.hostList
 		}
-		if len(r.Methods) > 0 {
-			s += " for methods " + strings.Join(r.Methods, ",")
+		if len(r.entry.Methods) > 0 {
+			s += " for methods " + strings.Join(r.entry.Methods, ",")
 		}
 		if ps := r.Params(); len(ps) > 0 {
 			s += " (" + paramsString(ps) + ")"

@@ -63,8 +63,8 @@ func TestSelect(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.Name != c.want {
-				t.Fatalf("route %q, want %q (%s)", r.Name, c.want, r.Why())
+			if r.Name() != c.want {
+				t.Fatalf("route %q, want %q (%s)", r.Name(), c.want, r.Why())
 			}
 			var ps []string
 			for _, p := range r.Params() {
@@ -103,7 +103,7 @@ func TestSelectOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Public || !r.DryRun || r.API != "accounts" || r.Name != "health" {
+	if r.Public || !r.DryRun || r.API != "accounts" || r.Name() != "health" {
 		t.Errorf("route %+v: want public off (metadata), dry_run on (metadata), api accounts (context extensions)", r.Settings)
 	}
 	// The upstream JWT settings follow the API the overrides name.
@@ -183,8 +183,8 @@ func TestSelectAllocates(t *testing.T) {
 	tb := table(t)
 	req := &route.Request{Method: "GET", Host: "api.example.com", Path: "/accounts/42/transactions"}
 	if n := testing.AllocsPerRun(100, func() {
-		if r, err := tb.Select(req); err != nil || r.Name != "transactions" {
-			t.Fatal(r.Name, err)
+		if r, err := tb.Select(req); err != nil || r.Name() != "transactions" {
+			t.Fatal(r.Name(), err)
 		}
 	}); n != 0 {
 		t.Errorf("Select allocates %v times per request, want 0", n)

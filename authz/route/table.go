@@ -44,7 +44,9 @@ type entry struct {
 	// template is Route.Template: Path, or PathPrefix and "*".
 	template string
 	hosts    []string // lower case
-	hostList string   // Route.Host
+	hostList string   // for Why
+	// paramNames are the names of the {name} segments, in order.
+	paramNames []string
 }
 
 type segment struct {
@@ -92,6 +94,11 @@ func NewTable(entries []Entry) (*Table, error) {
 				return nil, fmt.Errorf("%s: %w", key("path"), err)
 			}
 			c.segs = segs
+			for _, s := range segs {
+				if s.param {
+					c.paramNames = append(c.paramNames, s.lit)
+				}
+			}
 			c.template = e.Path
 			c.exact = !slices.ContainsFunc(segs, func(s segment) bool { return s.param })
 		}
@@ -153,6 +160,10 @@ func parseTemplate(p string) ([]segment, error) {
 	return segs, nil
 }
 
+// maxPath is the longest path a table matches (parameters are 16-bit
+// offsets); Envoy's default header limit (60 KiB) keeps paths under it.
+const maxPath = 1<<16 - 1
+
 // Upstream returns the upstream JWT settings of api (nil: none).
 func (t *Table) Upstream(api string) *Upstream {
 	if t == nil || api == "" {
@@ -180,12 +191,14 @@ func (t *Table) Select(req *Request) (Route, error) {
 		if err != nil {
 			return Route{}, err
 		}
+		if len(path) > maxPath {
+			return Route{}, fmt.Errorf("%w: the path is longer than %d bytes", ErrPath, maxPath)
+		}
 		host := hostOnly(req.Host)
 		for i := range t.entries {
 			e := &t.entries[i]
 			if e.match(&r, req.Method, host, path) {
-				r.Settings, r.Name, r.Methods, r.from = e.Settings, e.Name, e.Methods, fromTable
-				r.Template, r.Host = e.template, e.hostList
+				r.Settings, r.entry, r.path, r.from = e.Settings, e, path, fromTable
 				break
 			}
 			r.nParams = 0
@@ -234,7 +247,8 @@ func (e *entry) match(r *Route, method, host, path string) bool {
 			if seg == "" {
 				return false
 			}
-			r.params[r.nParams] = Param{Name: s.lit, Value: seg}
+			start := len(path) - len(rest)
+			r.params[r.nParams] = span{uint16(start), uint16(start + len(seg))}
 			r.nParams++
 		} else if seg != s.lit {
 			return false

@@ -46,7 +46,7 @@ type checkRoute struct {
 }
 
 func explainRoute(rt *route.Route) checkRoute {
-	c := checkRoute{Name: rt.Name, API: rt.API, Template: rt.Template, Public: rt.Public,
+	c := checkRoute{Name: rt.Name(), API: rt.API, Template: rt.Template(), Public: rt.Public,
 		SenderConstrained: rt.SenderConstrained, PairwiseSector: rt.PairwiseSector, DryRun: rt.DryRun, Why: rt.Why()}
 	for _, p := range rt.Params() {
 		if c.Params == nil {
