@@ -281,3 +281,46 @@ func TestUpstreamJWTPerAPI(t *testing.T) {
 		t.Errorf("no minter: allowed=%v status=%d headers=%v, want 503 without a JWT", d.Allowed, d.Status, d.Headers)
 	}
 }
+
+// An API with its own JWT and a pairwise sector gets one JWT with both: its
+// aud and narrowed scope, and the sector's pseudonymous sub; the same API
+// outside the sector gets another JWT, never the one with the real sub.
+func TestUpstreamJWTWithPairwiseSector(t *testing.T) {
+	m, err := mint.New(mint.Config{Issuer: "https://pa", Audience: []string{"default-aud"}, Generate: true, Logger: fapiLog,
+		PairwiseKeys: []mint.PairwiseKey{{ID: "k1", Secret: []byte(strings.Repeat("s", 32))}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	tb := routeTable(t,
+		route.Entry{Name: "accounts", PathPrefix: "/accounts", Settings: route.Settings{API: "accounts", PairwiseSector: "bank-a",
+			Upstream: &route.Upstream{Audience: []string{"https://accounts.internal"}, Scopes: []string{"read"}}}},
+		route.Entry{Name: "accounts-plain", PathPrefix: "/plain", Settings: route.Settings{API: "accounts"}},
+	)
+	tok := &token.Token{Active: true, Kind: token.KindOpaque, Subject: "alice", Scopes: []string{"read", "write"},
+		Claims: map[string]any{"iss": "https://as"}, Expiry: time.Now().Add(time.Hour)}
+	if err := m.Mint(tok); err != nil {
+		t.Fatal(err)
+	}
+	e, err := authz.New(authz.Config{Decider: &fakeDecider{allow: true}, Minter: m, Upstream: m, Routes: tb, Logger: fapiLog, Resolver: oneToken{tok}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimsOf := func(path string) map[string]any {
+		d := e.Check(context.Background(), &authz.Request{Method: "GET", Path: path, Headers: map[string]string{"authorization": "Bearer opaque"}})
+		if !d.Allowed {
+			t.Fatalf("%s denied: %+v", path, d)
+		}
+		return jwtClaims(t, header(d, "authorization"))
+	}
+	sector, plain := claimsOf("/accounts/1"), claimsOf("/plain/1")
+	if sector["sub"] == "alice" || sector["pairwise_kid"] != "k1" || sector["scope"] != "read" || sector["aud"].([]any)[0] != "https://accounts.internal" {
+		t.Errorf("sector route: %v, want a pairwise sub, the API's aud and scope read", sector)
+	}
+	if plain["sub"] != "alice" || plain["aud"].([]any)[0] != "https://accounts.internal" || plain["jti"] == sector["jti"] {
+		t.Errorf("outside the sector: %v, want the real sub, the API's aud, another JWT", plain)
+	}
+	if again := claimsOf("/accounts/2"); again["jti"] != sector["jti"] {
+		t.Error("the sector's JWT was minted again instead of kept with the token")
+	}
+}
