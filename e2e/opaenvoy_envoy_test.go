@@ -60,12 +60,14 @@ func opaEnvoyHeaders(kv ...string) []*corev3.HeaderValueOption {
 // they are.
 func TestEnvoyDeliversDecisionsAsOPAEnvoyDoes(t *testing.T) {
 	needTools(t)
+	decisionID := authz.DecisionID{0x6f, 0x1c, 0x9a, 0x3e, 0x6d, 0x7b, 0x4c, 0x1a, 0x9e, 0x2f, 0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f}
 	allow := func(d authz.Decision) *authv3.CheckResponse {
 		d.Allowed = true
 		return server.ToResponse(d)
 	}
 	answers := map[string]*authv3.CheckResponse{
 		"/phantom/headers": allow(authz.Decision{
+			DecisionID:      decisionID,
 			Headers:         []authz.Header{{Key: "x-multi", Value: "a"}, {Key: "x-multi", Value: "b"}, {Key: "x-one", Value: "1"}},
 			ResponseHeaders: []authz.Header{{Key: "set-cookie", Value: "a=1"}, {Key: "set-cookie", Value: "b=2"}},
 		}),
@@ -91,7 +93,8 @@ func TestEnvoyDeliversDecisionsAsOPAEnvoyDoes(t *testing.T) {
 
 	authzPort := serveCanned(t, &cannedAuthz{answers: answers})
 	upstreamPort := serveEcho(t)
-	proxy := startEnvoyFor(t, authzPort, upstreamPort)
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	proxy := startEnvoyFor(t, authzPort, upstreamPort, accessLog)
 	client := &http.Client{Timeout: 30 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(path string) (*http.Response, echoed) {
 		t.Helper()
@@ -146,6 +149,21 @@ func TestEnvoyDeliversDecisionsAsOPAEnvoyDoes(t *testing.T) {
 		t.Errorf("query parameters: upstream got %v, want foo=bar baz=qux keep=2 and no drop", q)
 	}
 
+	// Envoy's access log can print the decision id (README.md says how),
+	// to be joined with phantom-authz's decision log.
+	want := "/phantom/headers " + decisionID.String()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(accessLog)
+		if strings.Contains(string(b), want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Envoy's access log %q has no line %q", b, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
 	for _, s := range statuses {
 		resp, e := get(fmt.Sprintf("/phantom/deny/%d", s))
 		if resp.StatusCode != s || e.Body != fmt.Sprintf("denied %d", s) {
@@ -192,12 +210,13 @@ func serveEcho(t *testing.T) int {
 }
 
 // startEnvoyFor runs Envoy with the HTTP ext_authz filter (gRPC) in front
-// of an upstream, and returns its URL.
-func startEnvoyFor(t *testing.T, authzPort, upstreamPort int) string {
+// of an upstream, logging each request's path and decision id to
+// accessLog, and returns its URL.
+func startEnvoyFor(t *testing.T, authzPort, upstreamPort int, accessLog string) string {
 	t.Helper()
 	lis, adm := freePort(t), freePort(t)
 	cfg := strings.NewReplacer("LISTENER", strconv.Itoa(lis), "ADMIN", strconv.Itoa(adm),
-		"AUTHZ", strconv.Itoa(authzPort), "UPSTREAM", strconv.Itoa(upstreamPort)).Replace(parityEnvoyConfig)
+		"AUTHZ", strconv.Itoa(authzPort), "UPSTREAM", strconv.Itoa(upstreamPort), "ACCESSLOG", accessLog).Replace(parityEnvoyConfig)
 	path := filepath.Join(t.TempDir(), "envoy.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -220,6 +239,14 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: ACCESSLOG
+              log_format:
+                text_format_source:
+                  inline_string: "%REQ(:PATH)% %DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%\n"
           route_config:
             virtual_hosts:
             - name: all
