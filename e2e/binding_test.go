@@ -174,6 +174,13 @@ func (s *tlsStack) call(t *testing.T, cert *tls.Certificate, method, path string
 // and nothing of the client's credential; it returns the JWT's claims.
 func (s *tlsStack) upstreamClaims(t *testing.T, r response, opaque string) map[string]any {
 	t.Helper()
+	return verifyJWT(t, s.authz.httpURL, upstreamBearer(t, r, opaque))
+}
+
+// upstreamBearer checks the upstream got one Bearer token, no DPoP proof
+// and nothing of the client's token; it returns the Bearer token.
+func upstreamBearer(t *testing.T, r response, opaque string) string {
+	t.Helper()
 	if r.status != http.StatusOK {
 		t.Fatalf("status %d, want 200: %s", r.status, r.body)
 	}
@@ -192,7 +199,7 @@ func (s *tlsStack) upstreamClaims(t *testing.T, r response, opaque string) map[s
 			}
 		}
 	}
-	return verifyJWT(t, s.authz.httpURL, strings.TrimPrefix(auth[0], "Bearer "))
+	return strings.TrimPrefix(auth[0], "Bearer ")
 }
 
 // ---------------------------------------------------------------- DPoP client
@@ -235,8 +242,14 @@ func (d *dpopKey) proof(t *testing.T, method, htu, accessToken string, extra map
 	for k, v := range extra {
 		claims[k] = v
 	}
+	return d.signed(t, map[string]any{"typ": "dpop+jwt", "alg": "ES256", "jwk": d.jwk}, claims)
+}
+
+// signed is a compact JWS of header and claims, signed ES256 with the key.
+func (d *dpopKey) signed(t *testing.T, header, claims map[string]any) string {
+	t.Helper()
 	enc := base64.RawURLEncoding
-	h, _ := json.Marshal(map[string]any{"typ": "dpop+jwt", "alg": "ES256", "jwk": d.jwk})
+	h, _ := json.Marshal(header)
 	c, _ := json.Marshal(claims)
 	input := enc.EncodeToString(h) + "." + enc.EncodeToString(c)
 	sig, err := jwsbb.Sign(d.key, "ES256", []byte(input), rand.Reader)

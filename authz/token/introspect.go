@@ -330,7 +330,7 @@ func (in *introspector) fromJSON(body []byte, activeAllowed bool) (*Token, error
 // audience comes with a well-signed jwt of typ Refresh), so it is read only
 // after active is true and the answer passed every check, and forwarded
 // only once it verifies: the realm's key, iss, exp, an access token, and
-// the same token as the answer (sub, client_id, exp). Without it the JWT
+// the same token as the answer (jti, sub, exp). Without it the JWT
 // is minted, as in json mode.
 func (in *introspector) fromKeycloak(ctx context.Context, body []byte) (*Token, error) {
 	var claims map[string]any
@@ -375,7 +375,9 @@ func (in *introspector) fromKeycloak(ctx context.Context, body []byte) (*Token, 
 	case !in.now().Before(exp):
 		return nil, errors.New("answer's jwt field has expired")
 	}
-	for _, name := range [...]string{"sub", "client_id", "exp"} {
+	// jti, sub and exp: Keycloak leaves client_id out of the field for
+	// tokens of transient sessions (azp holds the client there).
+	for _, name := range [...]string{"jti", "sub", "exp"} {
 		if fmt.Sprint(c.claims[name]) != fmt.Sprint(claims[name]) {
 			return nil, fmt.Errorf("answer's jwt field is about another token (%s differs)", name)
 		}

@@ -34,6 +34,7 @@ func kcClaims(now time.Time) map[string]any {
 	return map[string]any{
 		"iss": keycloakIssuer, "sub": "svc-tpp", "client_id": "tpp", "azp": "tpp", "typ": "Bearer",
 		"aud": "phantom-authz", "scope": "read write", "exp": now.Add(5 * time.Minute).Unix(), "iat": now.Unix(),
+		"jti": "trrtcc:7b965b44",
 	}
 }
 
@@ -158,7 +159,7 @@ func TestKeycloakResponse(t *testing.T) {
 		return signJWT(t, keysRS, map[string]any{"typ": typ}, c)
 	}
 	other := kcClaims(now)
-	other["sub"] = "someone-else"
+	other["jti"] = "trrtcc:another"
 	refresh := kcClaims(now)
 	refresh["typ"] = "Refresh"
 	wrongIss := kcClaims(now)
