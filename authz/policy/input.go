@@ -456,16 +456,16 @@ func (b *builder) parsedPath(path string) (*ast.Term, error) {
 // validEscapes reports whether every '%' in s starts a valid escape, the
 // check url.PathUnescape makes, without allocating.
 func validEscapes(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			continue
+	for {
+		i := strings.IndexByte(s, '%') // vectorised: most targets have none
+		if i < 0 {
+			return true
 		}
 		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
 			return false
 		}
-		i += 2
+		s = s[i+3:]
 	}
-	return true
 }
 
 func isHex(c byte) bool {
