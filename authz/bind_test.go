@@ -283,7 +283,10 @@ func errorParam(challenge string) string {
 // second half of its life is replaced in DPoP-Nonce on the allow.
 func TestCheckDPoPNonceRoundTrip(t *testing.T) {
 	alice := newDPoPClient(t)
-	at := time.Now()
+	// Nonces live in Lifetime/2 slices aligned to the epoch: start one
+	// minute into a slice, so that 31 minutes later is the next slice (the
+	// nonce's second half) whatever the time of day.
+	at := time.Now().Truncate(30 * time.Minute).Add(time.Minute)
 	b, err := binding.New(binding.Config{
 		Nonce: &binding.NonceConfig{Secret: []byte("0123456789abcdef0123456789abcdef"), Lifetime: time.Hour},
 		Now:   func() time.Time { return at },
