@@ -207,7 +207,7 @@ func (e *Engine) check(ctx context.Context, r *Request, st *checkState) Decision
 			return credentialDenial(err)
 		}
 		st.auth = presentedAuth(cred)
-		tok, err = e.cfg.Resolver.Resolve(ctx, cred)
+		tok, err = e.resolve(ctx, r, cred)
 		if err != nil {
 			st.err = err
 			return tokenDenial(err)
@@ -290,6 +290,20 @@ func (e *Engine) owned(name string) bool {
 		}
 	}
 	return false
+}
+
+// resolve is the resolve stage: the credential's token, at the
+// authorization server the route names when it names one (its opaque tokens
+// go there; another server's tokens are refused).
+func (e *Engine) resolve(ctx context.Context, r *Request, cred credential.Credential) (*token.Token, error) {
+	if server := r.Route.AuthorizationServer; server != "" {
+		at, ok := e.cfg.Resolver.(ServerResolver)
+		if !ok {
+			return nil, fmt.Errorf("%w: the route names an authorization server; configure authorization_servers", token.ErrUnavailable)
+		}
+		return at.ResolveAt(ctx, cred, server)
+	}
+	return e.cfg.Resolver.Resolve(ctx, cred)
 }
 
 // selectRoute is the route stage: it selects r's route once, for every

@@ -58,3 +58,9 @@ type Minter interface {
 type UpstreamMinter interface {
 	MintUpstream(tok *token.Token, up mint.Upstream) (jwt string, exp time.Time, err error)
 }
+
+// ServerResolver is a Resolver that can resolve a token on a route that
+// names its authorization server (route.Settings.AuthorizationServer).
+type ServerResolver interface {
+	ResolveAt(ctx context.Context, cred credential.Credential, server string) (*token.Token, error)
+}

@@ -22,6 +22,9 @@ type Route struct {
 	SenderConstrained string `yaml:"sender_constrained"`
 	PairwiseSector    string `yaml:"pairwise_sector"`
 	DryRun            bool   `yaml:"dry_run"`
+	// AuthorizationServer names the authorization_servers entry whose
+	// tokens the route accepts.
+	AuthorizationServer string `yaml:"authorization_server"`
 	// UpstreamJWT shapes the JWT minted for the route's API.
 	UpstreamJWT *UpstreamJWT `yaml:"upstream_jwt"`
 }
@@ -43,7 +46,7 @@ func Entries(rs []Route) []route.Entry {
 			Name: r.Name, Hosts: r.Hosts, Path: r.Path, PathPrefix: r.PathPrefix, Methods: r.Methods,
 			Settings: route.Settings{
 				API: r.API, Public: r.Public, SenderConstrained: r.SenderConstrained,
-				PairwiseSector: r.PairwiseSector, DryRun: r.DryRun,
+				PairwiseSector: r.PairwiseSector, DryRun: r.DryRun, AuthorizationServer: r.AuthorizationServer,
 			},
 		}
 		if u := r.UpstreamJWT; u != nil {
@@ -65,6 +68,9 @@ func (c *Config) validateRoutes() error {
 		key := func(f string) string { return fmt.Sprintf("routes[%d].", i) + f }
 		if r.PairwiseSector != "" && c.Pairwise == nil {
 			return &Error{key("pairwise_sector"), "needs a pairwise section (its keys derive the subjects)"}
+		}
+		if r.AuthorizationServer != "" && !c.hasServer(r.AuthorizationServer) {
+			return &Error{key("authorization_server"), fmt.Sprintf("%q is not the name of an authorization_servers entry", r.AuthorizationServer)}
 		}
 		if u := r.UpstreamJWT; u != nil {
 			if !credentials {

@@ -73,3 +73,14 @@ func (c *Config) validateServers() error {
 	}
 	return nil
 }
+
+// hasServer reports whether name is an authorization_servers entry's name
+// (which defaults to its issuer).
+func (c *Config) hasServer(name string) bool {
+	for _, s := range c.AuthorizationServers {
+		if s.Name == name || (s.Name == "" && s.Issuer == name) {
+			return true
+		}
+	}
+	return false
+}

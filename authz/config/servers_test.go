@@ -65,6 +65,7 @@ func TestAuthorizationServersInvalidNamesKey(t *testing.T) {
 		{"authorization_servers:\n  - issuer: https://x\n    default: true\n    introspection: { endpoint: https://x/i, client_id: c, client_secret: s }\n" +
 			"  - issuer: https://y\n    default: true\n    introspection: { endpoint: https://y/i, client_id: c, client_secret: s }\n", "authorization_servers"},
 		{"introspection: { endpoint: https://x/i, client_id: c, client_secret: s, response: keycloak }\n", "introspection.issuer"},
+		{twoServers + "routes:\n  - { name: r, path_prefix: /api/, api: accounts, authorization_server: retail }\n", "routes[0].authorization_server"},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {

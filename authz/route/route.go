@@ -39,6 +39,9 @@ const (
 	KeySenderConstrained = "sender_constrained"
 	KeyPairwiseSector    = "pairwise_sector"
 	KeyDryRun            = "dry_run"
+	// KeyAuthorizationServer names the authorization server (its
+	// authorization_servers[].name) whose tokens the route accepts.
+	KeyAuthorizationServer = "authorization_server"
 )
 
 // MaxParams bounds the parameters of one path template, so a selected Route
@@ -59,6 +62,10 @@ type Settings struct {
 	PairwiseSector string
 	// DryRun logs the route's denials without enforcing them.
 	DryRun bool
+	// AuthorizationServer, when set, names the only authorization server
+	// whose tokens the route accepts; its opaque tokens without a prefix go
+	// there rather than to the default server.
+	AuthorizationServer string
 	// Upstream shapes the JWT the upstream receives; nil: the token's own
 	// JWT (or the one minted with mint's defaults).
 	Upstream *Upstream
@@ -237,6 +244,9 @@ func (r *Route) override(m map[string]string, src string, bit uint8) error {
 	}
 	if v, ok := m[KeyPairwiseSector]; ok {
 		r.PairwiseSector, set = v, true
+	}
+	if v, ok := m[KeyAuthorizationServer]; ok {
+		r.AuthorizationServer, set = v, true
 	}
 	if set {
 		r.from |= bit

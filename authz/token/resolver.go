@@ -31,6 +31,7 @@ type Resolver struct {
 	jwtIntro map[string]*introspector
 	prefixes []prefixRoute
 	strict   bool
+	named    map[string]*namedServer // by authorization_servers[].name
 	metas    []*metadata
 	prepare  func(*Token) error
 	now      func() time.Time
@@ -253,7 +254,13 @@ type fromCache struct{ tok *Token }
 func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, bool, error) {
 	sum := sha256.Sum256([]byte(raw))
 	leader := false
-	ch := r.flights.DoChan(string(sum[:]), func() (any, error) {
+	key := string(sum[:])
+	if ns, ok := ctx.Value(routeServerKey{}).(*namedServer); ok {
+		// A route naming its server resolves apart: its refusal of another
+		// server's token must not answer a request on that server's route.
+		key += ns.issuer
+	}
+	ch := r.flights.DoChan(key, func() (any, error) {
 		leader = true
 		if tok, err, ok := r.cached(raw); ok {
 			return fromCache{tok}, err
@@ -382,7 +389,7 @@ func (r *Resolver) store(raw string, e entry, cost int64, ttl time.Duration) {
 // fetch resolves raw at the one authorization server it belongs to (see
 // source): by value with its issuer's keys, or by introspection.
 func (r *Resolver) fetch(ctx context.Context, raw string) (*Token, error) {
-	is, in, err := r.source(raw)
+	is, in, err := r.source(ctx, raw)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,12 @@
 package token
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/phantom-authz/phantom-authz/authz/credential"
 
 	"go.opentelemetry.io/otel/metric"
 )
@@ -15,6 +18,63 @@ import (
 // the retail server must not reach the partners' server, nor a Keycloak
 // token Hydra's introspection endpoint.
 
+// A route may name the server its API accepts tokens from (ResolveAt):
+// an opaque token that neither prefix nor iss assigns then goes to that
+// server instead of the default one, and a token another server vouches
+// for (by iss, prefix, or an earlier answer in the cache) is refused on
+// that route without being sent anywhere.
+
+// namedServer is a server of Config.Servers as a route names it.
+type namedServer struct {
+	issuer string
+	in     *introspector // nil: no introspection
+}
+
+// routeServerKey carries the route's server (a *namedServer) from ResolveAt
+// into the resolution; it survives context.WithoutCancel.
+type routeServerKey struct{}
+
+// ResolveAt is Resolve on a route that accepts the tokens of the server
+// named server only (authorization_servers[].name). An unknown name is
+// ErrUnavailable (the route is misconfigured); a token of another server
+// is ErrInvalid.
+func (r *Resolver) ResolveAt(ctx context.Context, cred credential.Credential, server string) (*Token, error) {
+	ns := r.named[server]
+	if ns == nil {
+		return nil, fmt.Errorf("%w: the route names the authorization server %q, which is not configured", ErrUnavailable, server)
+	}
+	// A cached token is checked below; a token to resolve, in source.
+	tok, err := r.Resolve(context.WithValue(ctx, routeServerKey{}, ns), cred)
+	if err == nil && tok.Issuer != ns.issuer {
+		// Vouched for by another server (cached, or a flight of a request
+		// on another route): not this route's token.
+		return nil, errOtherServer
+	}
+	return tok, err
+}
+
+var errOtherServer = fmt.Errorf("%w: a token of another authorization server than the route's", ErrInvalid)
+
+// assigned is the server raw's own form names: its iss, or its prefix;
+// both nil when neither does (an opaque token for the default server).
+func (r *Resolver) assigned(raw string) (*issuer, *introspector, error) {
+	if iss, ok := peekIssuer(raw); ok {
+		if is := r.issuers[iss]; is != nil {
+			return is, nil, nil
+		}
+		if in := r.jwtIntro[iss]; in != nil {
+			return nil, in, nil
+		}
+		return nil, nil, fmt.Errorf("%w: the JWT's issuer is not a configured authorization server", ErrInvalid)
+	}
+	for _, p := range r.prefixes {
+		if strings.HasPrefix(raw, p.prefix) {
+			return nil, p.in, nil
+		}
+	}
+	return nil, nil, nil
+}
+
 // prefixRoute sends opaque tokens starting with prefix to in.
 type prefixRoute struct {
 	prefix string
@@ -22,8 +82,24 @@ type prefixRoute struct {
 }
 
 // source returns where raw is resolved: by value (is), or by introspection
-// (in); or why it belongs to no configured server.
-func (r *Resolver) source(raw string) (*issuer, *introspector, error) {
+// (in); or why it belongs to no configured server. ctx may carry the
+// route's server (ResolveAt), which takes the tokens nothing else assigns.
+func (r *Resolver) source(ctx context.Context, raw string) (*issuer, *introspector, error) {
+	if ns, ok := ctx.Value(routeServerKey{}).(*namedServer); ok {
+		is, in, err := r.assigned(raw)
+		switch {
+		case err != nil:
+			return nil, nil, err
+		case (is != nil && is.cfg.Issuer != ns.issuer) || (in != nil && in != ns.in):
+			return nil, nil, errOtherServer
+		case is != nil || in != nil:
+			return is, in, nil
+		case ns.in == nil:
+			return nil, nil, fmt.Errorf("%w: the route's authorization server takes no opaque tokens (no introspection)", ErrInvalid)
+		default:
+			return nil, ns.in, nil
+		}
+	}
 	if iss, ok := peekIssuer(raw); ok {
 		if is := r.issuers[iss]; is != nil {
 			return is, nil, nil
@@ -103,6 +179,7 @@ func (r *Resolver) buildSources(cfg Config, client *http.Client, duration metric
 
 	r.strict = len(cfg.Servers) > 0
 	r.jwtIntro = make(map[string]*introspector)
+	r.named = make(map[string]*namedServer)
 	for _, sc := range cfg.Servers {
 		var meta *metadata
 		if sc.Discovery {
@@ -128,6 +205,7 @@ func (r *Resolver) buildSources(cfg Config, client *http.Client, duration metric
 		if sc.Default {
 			r.intro = in
 		}
+		r.named[sc.Name] = &namedServer{issuer: sc.Issuer, in: in}
 	}
 	return nil
 }

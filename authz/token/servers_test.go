@@ -359,3 +359,41 @@ func TestServersConfigRefused(t *testing.T) {
 		}
 	}
 }
+
+// A route naming its server: an opaque token without prefix goes there
+// (not to the default); a token of another server, by prefix, iss or a
+// cached answer, is refused on it without a call.
+func TestResolveAtRouteServer(t *testing.T) {
+	s := newTwoServers(t)
+	cfg := s.config(true) // Hydra is the default
+	r := mustNew(t, cfg)
+	ctx := context.Background()
+	// Keycloak's stub answers an opaque token as it does a JWT.
+	if tok, err := r.ResolveAt(ctx, bearer("kc-opaque-1"), "keycloak"); err != nil || tok.Issuer != keycloakIssuer {
+		t.Fatalf("opaque token on Keycloak's route: %v", err)
+	}
+	if s.hydra.count.Load() != 0 || s.keycloak.count.Load() != 1 {
+		t.Fatalf("calls: hydra %d keycloak %d, want 0 and 1", s.hydra.count.Load(), s.keycloak.count.Load())
+	}
+	// Hydra's token (prefix) and a Keycloak JWT on each other's routes.
+	if _, err := r.ResolveAt(ctx, bearer("ory_at_x"), "keycloak"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Hydra token on Keycloak's route: %v, want ErrInvalid", err)
+	}
+	if _, err := r.ResolveAt(ctx, bearer(s.kcToken(t)), "hydra"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Keycloak JWT on Hydra's route: %v, want ErrInvalid", err)
+	}
+	if s.hydra.count.Load() != 0 || s.keycloak.count.Load() != 1 {
+		t.Errorf("tokens refused by route were sent: hydra %d keycloak %d", s.hydra.count.Load(), s.keycloak.count.Load())
+	}
+	// The token Keycloak vouched for, now cached, on Hydra's route.
+	if _, err := r.ResolveAt(ctx, bearer("kc-opaque-1"), "hydra"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("cached Keycloak token on Hydra's route: %v, want ErrInvalid", err)
+	}
+	// And Hydra's token on its own route still works after all this.
+	if tok, err := r.ResolveAt(ctx, bearer("ory_at_x"), "hydra"); err != nil || tok.Issuer != hydraIssuer {
+		t.Errorf("Hydra token on Hydra's route: %v", err)
+	}
+	if _, err := r.ResolveAt(ctx, bearer("ory_at_y"), "retail"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("a route naming no configured server: %v, want ErrUnavailable", err)
+	}
+}
