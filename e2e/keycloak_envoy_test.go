@@ -37,6 +37,13 @@ type kcStack struct {
 
 func newKeycloakStack(t *testing.T, cacheTTL string) *kcStack {
 	t.Helper()
+	return newKeycloakStackAs(t, cacheTTL, kcIntrospector)
+}
+
+// newKeycloakStackAs is newKeycloakStack with phantom-authz introspecting
+// as the client introspector.
+func newKeycloakStackAs(t *testing.T, cacheTTL, introspector string) *kcStack {
+	t.Helper()
 	k := needKeycloak(t)
 	s := &kcStack{kc: k, hydra: startHydra(t)}
 
@@ -56,7 +63,8 @@ func newKeycloakStack(t *testing.T, cacheTTL string) *kcStack {
 		"PHANTOM_GRPC_ADDR=" + a.grpcAddr, fmt.Sprintf("PHANTOM_HTTP_ADDR=127.0.0.1:%d", hp),
 		"PHANTOM_POLICY_DIR=" + filepath.Join(root, "policies"),
 		"PHANTOM_CACHE_MAX_TTL=" + cacheTTL,
-		"KEYCLOAK_ISSUER=" + k.issuer, "KEYCLOAK_INTROSPECTION_SECRET=" + kcIntrospectorSecret, "KEYCLOAK_CA_FILE=" + k.ca.file,
+		"KEYCLOAK_ISSUER=" + k.issuer, "KEYCLOAK_CLIENT_ID=" + introspector,
+		"KEYCLOAK_INTROSPECTION_SECRET=" + kcIntrospectorSecret, "KEYCLOAK_CA_FILE=" + k.ca.file,
 		"HYDRA_ISSUER=" + s.hydra.publicURL + "/", "HYDRA_INTROSPECTION=" + counting.URL + "/admin/oauth2/introspect",
 	}, []int{gp, hp}, bins.authz, "serve", "--config", filepath.Join(root, "envoy", "keycloak", "phantom-authz.yaml"))
 	a.waitHTTP(t, a.httpURL+"/readyz", 30*time.Second)
@@ -255,6 +263,33 @@ func TestKeycloakThroughEnvoy(t *testing.T) {
 			t.Errorf("tokens of no server reached Hydra: %d introspections, want 1", n)
 		}
 	})
+}
+
+// With Keycloak's audience check off for phantom-authz's client, Keycloak
+// vouches for a refresh token (active, typ Refresh): phantom-authz refuses
+// it itself, while access tokens pass.
+func TestKeycloakRefreshTokenWithoutAudienceCheck(t *testing.T) {
+	t.Parallel()
+	needTools(t)
+	s := newKeycloakStackAs(t, "30s", kcIntrospectorAnyAud)
+	k := s.kc
+	toks := k.clientCredentials(t, kcTPP, nil, "")
+	if a := k.introspectAs(t, kcIntrospectorAnyAud, toks.RefreshToken, ""); a["active"] != true || a["typ"] != "Refresh" {
+		t.Fatalf("Keycloak does not vouch for the refresh token here: %v", a)
+	}
+	call := func(tok string) response {
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			r := s.call(t, &k.otherCert.tls, "GET", "/api/accounts/1", http.Header{"Authorization": {"Bearer " + tok}})
+			// 503 with an empty body: Envoy's ext_authz timeout on a cold path.
+			if r.status != http.StatusServiceUnavailable || len(r.body) > 0 || time.Now().After(deadline) {
+				return r
+			}
+		}
+	}
+	s.upstreamKeycloakJWT(t, call(toks.AccessToken), toks.AccessToken)
+	if p := call(toks.RefreshToken).denial(t, http.StatusUnauthorized); p.Error != "invalid_token" {
+		t.Errorf("refresh token: error %q, want invalid_token", p.Error)
+	}
 }
 
 // signedJWT is an ES256 JWT with claims, signed by a key nobody trusts.
