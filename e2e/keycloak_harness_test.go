@@ -155,6 +155,11 @@ func startKeycloak(t *testing.T, bin string) error {
 		return fmt.Errorf("keytool: %v: %s", err, out)
 	}
 
+	// Never in any process's output (phantom-authz has the first).
+	for _, v := range []string{kcIntrospectorSecret, kcTPPSecret, kcAdminPassword, kcTrustPassword} {
+		secrets.add(v)
+	}
+
 	port, mgmt := freePort(t), freePort(t)
 	k.url = fmt.Sprintf("https://127.0.0.1:%d", port)
 	k.issuer = k.url + "/realms/" + kcRealm
