@@ -152,6 +152,7 @@ func (r *Resolver) buildSources(cfg Config, client *http.Client, duration metric
 		if x.guard, err = newGuard(in, cfg.Meter, r.log); err != nil {
 			return nil, fmt.Errorf("token: introspection metrics: %w", err)
 		}
+		x.guard.endpoint = x.where // a discovered endpoint is named by its issuer
 		if in.AuthMethod == AuthPrivateKeyJWT {
 			if err := x.loadClientKey(); err != nil {
 				return nil, err
