@@ -75,8 +75,37 @@ func newKeycloakStackAs(t *testing.T, cacheTTL, introspector string) *kcStack {
 	p := &pki{ca: k.ca, clientA: k.mtlsCert.tls, clientB: k.otherCert.tls}
 	p.server = k.ca.server(dirTB{TB: t, dir: k.ca.dir}, "envoy-"+strings.ReplaceAll(t.Name(), "/", "-"), "localhost", "127.0.0.1")
 	s.tlsStack = &tlsStack{pki: p, authz: a}
-	s.url = startEnvoyTLS(t, a.grpcPort, startDemo(t), p)
+	s.url = startEnvoyTLS(t, a.grpcPort, startDemo(t), p, keycloakRoute(t))
 	return s
+}
+
+// keycloakRoute adds to envoy/envoy.yaml a route /api/kc/ for the accounts
+// API that accepts Keycloak's tokens only (context extension
+// authorization_server), before the shipped /api/ route.
+func keycloakRoute(t *testing.T) func(cfg map[string]any) {
+	return func(cfg map[string]any) {
+		vh := at(cfg, "static_resources", "listeners", 0, "filter_chains", 0, "filters", 0, "typed_config",
+			"route_config", "virtual_hosts", 0).(map[string]any)
+		routes := vh["routes"].([]any)
+		for i, r := range routes {
+			if at(r, "match", "prefix") != "/api/" {
+				continue
+			}
+			kc := map[string]any{
+				"match": map[string]any{"prefix": "/api/kc/"},
+				"route": map[string]any{"cluster": "demo_api"},
+				"typed_per_filter_config": map[string]any{"envoy.filters.http.ext_authz": map[string]any{
+					"@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+					"check_settings": map[string]any{"context_extensions": map[string]any{
+						"api": "accounts", "authorization_server": "keycloak",
+					}},
+				}},
+			}
+			vh["routes"] = append(routes[:i:i], append([]any{kc}, routes[i:]...)...)
+			return
+		}
+		t.Fatal("envoy/envoy.yaml has no /api/ route")
+	}
 }
 
 // upstreamKeycloakJWT checks the request reached the upstream with one
@@ -261,6 +290,28 @@ func TestKeycloakThroughEnvoy(t *testing.T) {
 		}
 		if n := s.hydraCalls.Load() - before; n != 1 {
 			t.Errorf("tokens of no server reached Hydra: %d introspections, want 1", n)
+		}
+
+		// A route for Keycloak's tokens only (context extension
+		// authorization_server): Keycloak's token passes; Hydra's, valid
+		// and cached, is refused there without a call; an unprefixed
+		// opaque token goes to Keycloak (which does not know it), not Hydra.
+		kcRoute := func(tok string) response {
+			for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				r := s.call(t, &k.otherCert.tls, "GET", "/api/kc/1", bearer(tok))
+				if r.status != http.StatusServiceUnavailable || len(r.body) > 0 || time.Now().After(deadline) {
+					return r
+				}
+			}
+		}
+		s.upstreamKeycloakJWT(t, kcRoute(kcTok), kcTok)
+		for name, tok := range map[string]string{"Hydra's token": hydraTok, "unprefixed opaque token": "opaque-token-of-nobody-2"} {
+			if p := kcRoute(tok).denial(t, http.StatusUnauthorized); p.Error != "invalid_token" {
+				t.Errorf("%s on Keycloak's route: error %q, want invalid_token", name, p.Error)
+			}
+		}
+		if n := s.hydraCalls.Load() - before; n != 1 {
+			t.Errorf("Keycloak's route sent tokens to Hydra: %d introspections, want 1", n)
 		}
 	})
 }
