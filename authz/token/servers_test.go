@@ -397,3 +397,29 @@ func TestResolveAtRouteServer(t *testing.T) {
 		t.Errorf("a route naming no configured server: %v, want ErrUnavailable", err)
 	}
 }
+
+// A token another replica resolved, read from the shared cache, keeps the
+// server that vouched for it: input.token.iss, and a route naming that
+// server accepts it (another server's route does not).
+func TestSharedKeepsServer(t *testing.T) {
+	s := newTwoServers(t)
+	shared := newFakeShared()
+	cfg := s.config(true)
+	cfg.Shared, cfg.SharedKey = shared, testSharedKey
+	r1, r2 := mustNew(t, cfg), mustNew(t, cfg)
+	ctx := context.Background()
+	if tok, err := r1.ResolveAt(ctx, bearer("kc-opaque-2"), "keycloak"); err != nil || tok.Issuer != keycloakIssuer {
+		t.Fatalf("replica 1: %v", err)
+	}
+	tok, err := r2.ResolveAt(ctx, bearer("kc-opaque-2"), "keycloak")
+	if err != nil || tok.Issuer != keycloakIssuer {
+		t.Fatalf("replica 2, from the shared cache: %v %+v", err, tok)
+	}
+	if s.keycloak.count.Load() != 1 {
+		t.Errorf("keycloak introspections: %d, want 1 (the second replica reads the shared cache)", s.keycloak.count.Load())
+	}
+	r3 := mustNew(t, cfg)
+	if _, err := r3.ResolveAt(ctx, bearer("kc-opaque-2"), "hydra"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Keycloak's token from the shared cache on Hydra's route: %v, want ErrInvalid", err)
+	}
+}

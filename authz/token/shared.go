@@ -127,6 +127,9 @@ type sealed struct {
 	Kind     Kind           `json:"kind,omitempty"`
 	Claims   map[string]any `json:"claims,omitempty"`
 	JWT      string         `json:"jwt,omitempty"`
+	// Issuer is the issuer of the authorization server that vouched for
+	// the token (Token.Issuer): routes that name their server check it.
+	Issuer string `json:"server_iss,omitempty"`
 	// JWTExpiry is the JWT's exp in Unix nanoseconds; 0 for none.
 	JWTExpiry int64 `json:"jwt_exp,omitempty"`
 }
@@ -152,7 +155,7 @@ func (r *Resolver) aead(raw string) (cipher.AEAD, error) {
 func (r *Resolver) seal(raw string, key [32]byte, tok *Token, until time.Time) ([]byte, error) {
 	v := sealed{Until: until.UnixNano(), Inactive: tok == nil}
 	if tok != nil {
-		v.Kind, v.Claims, v.JWT = tok.Kind, exactNumbers(tok.Claims).(map[string]any), tok.JWT
+		v.Kind, v.Claims, v.JWT, v.Issuer = tok.Kind, exactNumbers(tok.Claims).(map[string]any), tok.JWT, tok.Issuer
 		if !tok.JWTExpiry.IsZero() {
 			v.JWTExpiry = tok.JWTExpiry.UnixNano()
 		}
@@ -218,7 +221,7 @@ func (r *Resolver) open(raw string, key [32]byte, value []byte) (opened, error) 
 	if err != nil {
 		return opened{}, err
 	}
-	tok.JWT = v.JWT
+	tok.JWT, tok.Issuer = v.JWT, v.Issuer
 	if v.JWTExpiry != 0 {
 		tok.JWTExpiry = time.Unix(0, v.JWTExpiry)
 	}
