@@ -210,3 +210,19 @@ func (r *Resolver) buildSources(cfg Config, client *http.Client, duration metric
 	}
 	return nil
 }
+
+// Warm fetches, once, the servers' metadata (discovery) and the key sets,
+// so the first tokens do not wait for them: behind Envoy's short ext_authz
+// timeout, a cold metadata + JWKS + introspection path can outlast it. A
+// failure is logged and tried again on use, as always. Call it in the
+// background after New; it returns when done or when ctx ends.
+func (r *Resolver) Warm(ctx context.Context) {
+	for _, m := range r.metas {
+		_, _ = m.get(ctx)
+	}
+	for _, ks := range r.keySets {
+		if ks.keys.load() == nil {
+			_, _ = ks.refresh(ctx)
+		}
+	}
+}

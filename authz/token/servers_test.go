@@ -423,3 +423,32 @@ func TestSharedKeepsServer(t *testing.T) {
 		t.Errorf("Keycloak's token from the shared cache on Hydra's route: %v, want ErrInvalid", err)
 	}
 }
+
+// Warm fetches the metadata and the keys before any token comes; the first
+// token then fetches nothing more.
+func TestWarm(t *testing.T) {
+	testKeys(t)
+	now := newClock()
+	keys := newJWKSServer(t, keysES)
+	meta := newMetadataServer(t, true, keys.URL, "")
+	issuer := meta.URL + "/realms/bank"
+	r := mustNew(t, Config{Now: now.Now, Servers: []ServerConfig{{
+		Issuer: issuer, Discovery: true, AllowInsecureHTTP: true,
+		JWT: &IssuerConfig{Audiences: []string{"api"}, AllowInsecureHTTP: true},
+	}}})
+	if meta.count.Load() != 0 || keys.count.Load() != 0 {
+		t.Fatal("New contacted the server")
+	}
+	r.Warm(context.Background())
+	m, k := meta.count.Load(), keys.count.Load()
+	if m == 0 || k != 1 {
+		t.Fatalf("after Warm: %d metadata and %d JWKS fetches, want some and 1", m, k)
+	}
+	jwt := signJWT(t, keysES, nil, map[string]any{"iss": issuer, "aud": "api", "sub": "bob", "exp": now.Now().Add(time.Minute).Unix()})
+	if _, err := r.Resolve(context.Background(), bearer(jwt)); err != nil {
+		t.Fatal(err)
+	}
+	if meta.count.Load() != m || keys.count.Load() != k {
+		t.Error("the first token fetched again what Warm fetched")
+	}
+}

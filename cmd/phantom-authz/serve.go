@@ -75,6 +75,9 @@ func serve(path string) error {
 		return &exitError{1, fmt.Errorf("telemetry: %w", err)}
 	}
 	go st.policy.Watch(ctx)
+	if st.resolver != nil {
+		go st.resolver.Warm(ctx) // discovery and JWKS before the first token
+	}
 	st.subscribeRevocations(ctx)
 
 	glis, err := net.Listen("tcp", cfg.GRPC.Addr)
