@@ -154,7 +154,8 @@ func TestEnvoySmoke(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "RESULTS.md")
 	err = run(options{out: out, only: []string{"envoy"}, callers: 4, conns: 2,
-		envoy: envoyOptions{window: 2 * time.Second, fixedWindow: time.Second, connections: 4, rate: 200}})
+		envoy: envoyOptions{window: 2 * time.Second, fixedWindow: time.Second, connections: 4, rate: 200,
+			authzTimeout: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,5 +179,30 @@ func TestEnvoySmoke(t *testing.T) {
 	}
 	if rows != len(envoySetups()) {
 		t.Errorf("%d Envoy rows, want %d:\n%s", rows, len(envoySetups()), b)
+	}
+}
+
+// The smoke test's timeout lands on the ext_authz filter of the shipped
+// config, not on the tracer's or a cluster's.
+func TestWithAuthzTimeout(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped, err := os.ReadFile(filepath.Join(root, "envoy", "envoy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := withAuthzTimeout(string(shipped), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := "envoy_grpc: { cluster_name: phantom_authz }"
+	i := strings.Index(cfg, call)
+	if j := strings.Index(cfg[i:], "timeout: "); !strings.HasPrefix(cfg[i+j:], "timeout: 10s\n") {
+		t.Errorf("ext_authz timeout not replaced: %q", cfg[i:i+j+20])
+	}
+	if strings.Count(cfg, "timeout: 10s") != 1 || strings.Count(cfg, "timeout: 0.25s") != strings.Count(string(shipped), "timeout: 0.25s")-1 {
+		t.Errorf("other timeouts changed")
 	}
 }

@@ -155,6 +155,10 @@ type envoyOptions struct {
 	window, fixedWindow time.Duration
 	connections         int
 	rate                int
+	// authzTimeout, when set, replaces the shipped ext_authz timeout: the
+	// smoke test checks that every setup answers right, not how fast a
+	// loaded machine answers (a check past 250 ms is Envoy's 503).
+	authzTimeout time.Duration
 }
 
 // The fixed ports of envoy/envoy.yaml (e2e/stack_test.go swaps the same).
@@ -260,6 +264,11 @@ func (e *env) startEnvoySetup(ctx context.Context, s *envoySetup, envoyBin, ship
 	if err != nil {
 		return r, err
 	}
+	if t := e.opts.envoy.authzTimeout; t > 0 && r.authz != nil {
+		if cfg, err = withAuthzTimeout(cfg, t); err != nil {
+			return r, err
+		}
+	}
 	path := filepath.Join(e.dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return r, err
@@ -290,6 +299,22 @@ func envoyConfig(shipped string, ports map[int]int, edit func(string) (string, e
 		return edit(cfg)
 	}
 	return cfg, nil
+}
+
+// withAuthzTimeout sets the ext_authz filter's gRPC timeout to t.
+func withAuthzTimeout(cfg string, t time.Duration) (string, error) {
+	const call = "envoy_grpc: { cluster_name: phantom_authz }\n"
+	i := strings.Index(cfg, call)
+	if i < 0 {
+		return "", errors.New("envoy/envoy.yaml: the ext_authz gRPC service is not where e2e/bench/envoy.go looks for it")
+	}
+	rest := cfg[i+len(call):]
+	j := strings.Index(rest, "timeout: ")
+	k := strings.IndexByte(rest[max(j, 0):], '\n')
+	if j < 0 || k < 0 || strings.Contains(rest[:j], "grpc_service") {
+		return "", errors.New("envoy/envoy.yaml: the ext_authz timeout is not where e2e/bench/envoy.go looks for it")
+	}
+	return cfg[:i+len(call)] + rest[:j] + fmt.Sprintf("timeout: %gs", t.Seconds()) + rest[j+k:], nil
 }
 
 // withoutExtAuthz removes the ext_authz filter: Envoy alone.
