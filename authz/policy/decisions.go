@@ -234,8 +234,15 @@ func (p *keyPlan) writeKey(w *keyWriter, r *authz.Request) bool {
 		// are rare enough on a cached route to always evaluate.
 		return false
 	}
-	if p.headers && r.HeadersJoined {
-		return false // headers only in raw form: the input has no headers map
+	// Headers only in raw form (Envoy's encode_raw_headers, as
+	// envoy/envoy.yaml ships): the input has no headers map, so no header's
+	// value can change the decision. The key says which form came and
+	// carries no header value; refusing the cache here made every check
+	// through the shipped Envoy evaluate the policy (the authorizer's CPU per
+	// cached-token check 64 -> 145 µs, e2e/bench row E2).
+	joined := p.headers && r.HeadersJoined
+	if p.headers {
+		w.opt("", !joined)
 	}
 	// Which parts were sent shapes the input (no http object at all for
 	// Envoy's network filter).
@@ -283,6 +290,9 @@ func (p *keyPlan) writeKey(w *keyWriter, r *authz.Request) bool {
 		case opProtocol:
 			w.str(r.Protocol)
 		case opHeader:
+			if joined {
+				continue
+			}
 			v, ok := r.Headers[op.name]
 			w.opt(v, ok)
 		case opContextExtensions:

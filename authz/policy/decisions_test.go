@@ -538,3 +538,28 @@ func TestDecisionCacheOPAEnvoyFields(t *testing.T) {
 		})
 	}
 }
+
+// Envoy as envoy/envoy.yaml ships it (encode_raw_headers) sends the headers
+// only as a list: the input then has no headers map, so a policy naming a
+// header sees it absent whatever its value, and the decision is cached
+// (before, every such check was evaluated).
+func TestDecisionCacheRawHeadersOnly(t *testing.T) {
+	e := newEngine(t, map[string]string{"p.rego": "package envoy.authz\n\ndefault allow := false\n\n" +
+		`allow if not input.attributes.request.http.headers["x-a"]` + "\n"})
+	joined := func(v string) *authz.Request {
+		r := getRequest("/x", map[string]string{"x-a": v})
+		r.RawHeaders, r.HeadersJoined = []authz.Header{{Key: "x-a", Value: v}}, true
+		return r
+	}
+	for i, d := range decideN(t, e, joined("1"), nil, 2) {
+		if !d.Allowed {
+			t.Fatalf("decision %d: the header list is not input.attributes.request.http.headers, want allow, got %+v", i, d)
+		}
+	}
+	if !policy.DecisionCached(e, joined("2"), nil) {
+		t.Error("a request with its headers only as a list was not served from the decision cache")
+	}
+	if d := decideN(t, e, getRequest("/x", map[string]string{"x-a": "1"}), nil, 1)[0]; d.Allowed {
+		t.Errorf("the same header in the headers map got the raw-only request's cached allow: %+v", d)
+	}
+}
