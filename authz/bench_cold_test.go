@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,8 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +41,16 @@ import (
 //	go tool pprof -top cpu.out
 
 const coldIssuer = "https://idp.bench.local"
+
+// coldCallers is how many goroutines call the engine at once in the cold
+// benchmarks (-cold-callers; e2e/bench loads the server with 32): one
+// measures a check alone, many add what concurrency costs (goroutine
+// hand-offs, contention, the garbage collector's share).
+var coldCallers = 1
+
+func init() {
+	flag.IntVar(&coldCallers, "cold-callers", 1, "concurrent callers in BenchmarkEngineCold")
+}
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -192,9 +205,26 @@ func runAllowEach(b *testing.B, ctx context.Context, e *authz.Engine, reqs []*au
 	runtime.ReadMemStats(&before)
 	b.ReportAllocs()
 	b.ResetTimer()
-	for i := 1; i <= b.N; i++ {
-		if d := e.Check(ctx, reqs[i]); !d.Allowed {
-			b.Fatalf("denied: %+v", d)
+	if coldCallers > 1 {
+		// As e2e/bench loads the server: coldCallers concurrent callers.
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range coldCallers {
+			wg.Go(func() {
+				for i := int(next.Add(1)); i <= b.N; i = int(next.Add(1)) {
+					if d := e.Check(ctx, reqs[i]); !d.Allowed {
+						b.Errorf("denied: %+v", d)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	} else {
+		for i := 1; i <= b.N; i++ {
+			if d := e.Check(ctx, reqs[i]); !d.Allowed {
+				b.Fatalf("denied: %+v", d)
+			}
 		}
 	}
 	b.StopTimer()

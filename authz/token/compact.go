@@ -18,6 +18,10 @@ import (
 type compact struct {
 	header jwsHeader
 	claims map[string]any
+	// input is the signing input (header.payload), sig the decoded
+	// signature.
+	input string
+	sig   []byte
 }
 
 // jwsHeader is the part of the protected header we act on. Headers that
@@ -51,12 +55,16 @@ func parseCompact(raw string) (*compact, error) {
 	if err := decodeObject(hb, &c.header); err != nil {
 		return nil, fmt.Errorf("header: %w", err)
 	}
+	if err := uniqueNames(hb); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
 	if c.header.Alg == "" {
 		return nil, errors.New("header has no alg")
 	}
-	if _, err := b64.DecodeString(s); err != nil {
+	if c.sig, err = b64.DecodeString(s); err != nil {
 		return nil, errors.New("signature is not base64url")
 	}
+	c.input = raw[:len(h)+1+len(p)]
 	pb, err := b64.DecodeString(p)
 	if err != nil {
 		return nil, errors.New("payload is not base64url")
@@ -65,6 +73,34 @@ func parseCompact(raw string) (*compact, error) {
 		return nil, fmt.Errorf("payload: %w", err)
 	}
 	return &c, nil
+}
+
+// uniqueNames refuses a JSON object (decodeObject accepted it) that names a
+// member twice: RFC 7515 §4 lets a JWS parser refuse such a header, and
+// must, for "alg": encoding/json keeps the last value, another parser the
+// first ({"alg":"none","alg":"ES256"}).
+func uniqueNames(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // {
+		return errors.New("not a JSON object")
+	}
+	seen := make(map[string]bool, 8)
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return errors.New("not a JSON object")
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return fmt.Errorf("member %.40q appears twice", name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return errors.New("not a JSON object")
+		}
+	}
+	return nil
 }
 
 // decodeObject decodes one JSON object into v, refusing anything after it.
@@ -88,6 +124,17 @@ func decodeObject(data []byte, v any) error {
 		return errors.New("data after the JSON object")
 	}
 	return nil
+}
+
+// issuerOf is peekIssuer's answer for raw, read from c (raw parsed) when
+// raw is a well-formed JWS, so that a JWT is decoded once on its way to
+// verification.
+func issuerOf(raw string, c *compact) (iss string, ok bool) {
+	if c == nil {
+		return peekIssuer(raw)
+	}
+	iss, _ = c.claims["iss"].(string)
+	return iss, iss != ""
 }
 
 // peekIssuer returns the iss of raw when raw looks like a JWS with a JSON

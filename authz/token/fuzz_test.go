@@ -304,7 +304,7 @@ func newFuzzVerifier(f *testing.F) *fuzzVerifier {
 	}
 	// The oracle is not vacuous: what it accepts does verify.
 	for _, s := range fuzzSeeds(f, k, clk.Now(), true) {
-		if _, err := v.is.verify(context.Background(), s.token); (err == nil) != s.accept {
+		if _, err := v.is.verify(context.Background(), s.token, nil); (err == nil) != s.accept {
 			f.Fatalf("seed %s: err = %v, accept = %v", s.name, err, s.accept)
 		}
 	}
@@ -320,7 +320,7 @@ func FuzzVerifyJWT(f *testing.F) {
 	v := newFuzzVerifier(f)
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, raw string) {
-		tok, err := v.is.verify(ctx, raw)
+		tok, err := v.is.verify(ctx, raw, nil)
 		v.check(t, "verify", raw, tok, err)
 		tok, err = v.r.Resolve(ctx, bearer(raw))
 		v.check(t, "Resolve", raw, tok, err)

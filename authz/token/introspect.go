@@ -354,7 +354,7 @@ func (in *introspector) fromKeycloak(ctx context.Context, body []byte) (*Token, 
 	if err := checkTyp(c.header.Typ); err != nil {
 		return nil, fmt.Errorf("%w: introspection: jwt field: %v", ErrInvalid, err)
 	}
-	if err := in.keys.verify(ctx, raw, c, rfc9701Algorithms); err != nil {
+	if err := in.keys.verify(ctx, c, rfc9701Algorithms); err != nil {
 		if errors.Is(err, errNoKeys) {
 			return nil, fmt.Errorf("%w: introspection: jwt field: %v", ErrUnavailable, err)
 		}
@@ -455,7 +455,7 @@ func (in *introspector) fromRFC9701(ctx context.Context, body []byte) (*Token, e
 	if !typMatches(c.header.Typ, "token-introspection+jwt") {
 		return nil, fmt.Errorf("answer typ %q is not token-introspection+jwt", c.header.Typ)
 	}
-	if err := in.keys.verify(ctx, raw, c, rfc9701Algorithms); err != nil {
+	if err := in.keys.verify(ctx, c, rfc9701Algorithms); err != nil {
 		return nil, fmt.Errorf("answer: %w", err)
 	}
 	if iss, _ := c.claims["iss"].(string); iss != in.cfg.Issuer {

@@ -389,13 +389,16 @@ func (r *Resolver) store(raw string, e entry, cost int64, ttl time.Duration) {
 // fetch resolves raw at the one authorization server it belongs to (see
 // source): by value with its issuer's keys, or by introspection.
 func (r *Resolver) fetch(ctx context.Context, raw string) (*Token, error) {
-	is, in, err := r.source(ctx, raw)
+	// A well-formed JWS is parsed here once, for its iss (which server) and
+	// its verification; c is nil for anything else.
+	c, _ := parseCompact(raw)
+	is, in, err := r.source(ctx, raw, c)
 	if err != nil {
 		return nil, err
 	}
 	if is != nil {
 		vctx, span := startSpan(r.tracer, ctx, "token.verify")
-		tok, err := is.verify(vctx, raw)
+		tok, err := is.verify(vctx, raw, c)
 		if err != nil {
 			r.stats.jwtRejected.Add(1)
 		} else {

@@ -57,8 +57,8 @@ var errOtherServer = fmt.Errorf("%w: a token of another authorization server tha
 
 // assigned is the server raw's own form names: its iss, or its prefix;
 // both nil when neither does (an opaque token for the default server).
-func (r *Resolver) assigned(raw string) (*issuer, *introspector, error) {
-	if iss, ok := peekIssuer(raw); ok {
+func (r *Resolver) assigned(raw string, c *compact) (*issuer, *introspector, error) {
+	if iss, ok := issuerOf(raw, c); ok {
 		if is := r.issuers[iss]; is != nil {
 			return is, nil, nil
 		}
@@ -84,9 +84,9 @@ type prefixRoute struct {
 // source returns where raw is resolved: by value (is), or by introspection
 // (in); or why it belongs to no configured server. ctx may carry the
 // route's server (ResolveAt), which takes the tokens nothing else assigns.
-func (r *Resolver) source(ctx context.Context, raw string) (*issuer, *introspector, error) {
+func (r *Resolver) source(ctx context.Context, raw string, c *compact) (*issuer, *introspector, error) {
 	if ns, ok := ctx.Value(routeServerKey{}).(*namedServer); ok {
-		is, in, err := r.assigned(raw)
+		is, in, err := r.assigned(raw, c)
 		switch {
 		case err != nil:
 			return nil, nil, err
@@ -100,7 +100,7 @@ func (r *Resolver) source(ctx context.Context, raw string) (*issuer, *introspect
 			return nil, ns.in, nil
 		}
 	}
-	if iss, ok := peekIssuer(raw); ok {
+	if iss, ok := issuerOf(raw, c); ok {
 		if is := r.issuers[iss]; is != nil {
 			return is, nil, nil
 		}

@@ -16,13 +16,15 @@ type issuer struct {
 	shared *interner
 }
 
-// verify checks raw (a JWT whose iss names this issuer) and returns its
-// Token. A token that fails a check is ErrInvalid; keys that could never be
-// fetched are ErrUnavailable.
-func (is *issuer) verify(ctx context.Context, raw string) (*Token, error) {
-	c, err := parseCompact(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
+// verify checks raw (a JWT whose iss names this issuer; c is raw parsed,
+// or nil when it did not parse) and returns its Token. A token that fails a
+// check is ErrInvalid; keys that could never be fetched are ErrUnavailable.
+func (is *issuer) verify(ctx context.Context, raw string, c *compact) (*Token, error) {
+	if c == nil {
+		var err error
+		if c, err = parseCompact(raw); err != nil {
+			return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
+		}
 	}
 	if is.cfg.Type != AnyType && !typMatches(c.header.Typ, is.cfg.Type) {
 		return nil, fmt.Errorf("%w: jwt: typ %.40q, expected %q", ErrInvalid, c.header.Typ, is.cfg.Type)
@@ -30,7 +32,7 @@ func (is *issuer) verify(ctx context.Context, raw string) (*Token, error) {
 	if err := checkTyp(c.header.Typ); err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
-	if err := is.keys.verify(ctx, raw, c, is.algs); err != nil {
+	if err := is.keys.verify(ctx, c, is.algs); err != nil {
 		if errors.Is(err, errNoKeys) {
 			return nil, fmt.Errorf("%w: jwt: %v", ErrUnavailable, err)
 		}
