@@ -188,7 +188,8 @@ func authOf(st *checkState) string {
 	}
 	if st.tok != nil {
 		if st.auth != "dpop" {
-			if cnf, ok := st.tok.Claims["cnf"].(map[string]any); ok {
+			if v, _ := st.tok.Confirmation(); v != nil {
+				cnf, _ := v.(map[string]any)
 				if _, ok := cnf["x5t#S256"]; ok {
 					return "mtls"
 				}
@@ -280,8 +281,12 @@ func (o *observer) annotate(span trace.Span, r *Request, d *Decision, st *checkS
 	}
 	if tok := st.tok; tok != nil {
 		kv = append(kv, attrTokenKind.String(string(tok.Kind)))
+		var claims map[string]any
+		if len(o.safeClaims) > 0 {
+			claims, _ = tok.ClaimMap() // undecodable: no claim attributes
+		}
 		for _, c := range o.safeClaims {
-			switch v := tok.Claims[c].(type) {
+			switch v := claims[c].(type) {
 			case string:
 				kv = append(kv, attribute.String(claimPrefix+c, v))
 			case bool:

@@ -314,7 +314,7 @@ func confirmation(tok *token.Token) (jkt, x5t string, ok bool) {
 	if tok == nil {
 		return "", "", true
 	}
-	v, has := tok.Claims["cnf"]
+	v, has := tok.Confirmation()
 	if !has {
 		return "", "", true
 	}

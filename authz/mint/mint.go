@@ -296,9 +296,16 @@ func (m *Minter) sign(tok *token.Token, up *Upstream, subject func(sub string, c
 			scopes = narrow(tok.Scopes, up.Scopes)
 		}
 	}
+	var from map[string]any
+	if len(copyClaims) > 0 {
+		var err error
+		if from, err = tok.ClaimMap(); err != nil {
+			return "", time.Time{}, fmt.Errorf("mint: %w", err)
+		}
+	}
 	claims := make(map[string]any, 8+len(copyClaims))
 	for _, name := range copyClaims {
-		if v, ok := tok.Claims[name]; ok && v != nil {
+		if v, ok := from[name]; ok && v != nil {
 			claims[name] = v
 		}
 	}

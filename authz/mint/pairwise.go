@@ -96,7 +96,10 @@ func (m *Minter) MintForSector(tok *token.Token, sector string) (string, time.Ti
 	if m.pairwise == nil {
 		return "", time.Time{}, errors.New("mint: pairwise: no keys configured")
 	}
-	iss, _ := tok.Claims["iss"].(string)
+	iss, err := issClaim(tok)
+	if err != nil {
+		return "", time.Time{}, err
+	}
 	return m.sign(tok, nil, m.pairwiseSubject(sector, iss))
 }
 
@@ -115,4 +118,14 @@ func (m *Minter) pairwiseSubject(sector, iss string) func(sub string, claims map
 		claims[ClaimPairwiseKID] = keys[0].ID
 		return derive(keys[0], sector, iss, sub)
 	}
+}
+
+// issClaim is the token's iss claim, "" when it has none.
+func issClaim(tok *token.Token) (string, error) {
+	claims, err := tok.ClaimMap()
+	if err != nil {
+		return "", fmt.Errorf("mint: %w", err)
+	}
+	iss, _ := claims["iss"].(string)
+	return iss, nil
 }

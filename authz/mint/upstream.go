@@ -54,7 +54,10 @@ func (m *Minter) MintUpstream(tok *token.Token, up Upstream) (string, time.Time,
 	}
 	var subject func(string, map[string]any) string
 	if up.Sector != "" {
-		iss, _ := tok.Claims["iss"].(string)
+		iss, err := issClaim(tok)
+		if err != nil {
+			return "", time.Time{}, err
+		}
 		subject = m.pairwiseSubject(up.Sector, iss)
 	}
 	return m.sign(tok, &up, subject)

@@ -183,7 +183,11 @@ func (e *Engine) PrepareToken(tok *token.Token) error {
 	if tok == nil {
 		return nil
 	}
-	if err := checkClaims(tok.Claims); err != nil {
+	claims, err := tok.ClaimMap()
+	if err != nil {
+		return err
+	}
+	if err := checkClaims(claims); err != nil {
 		return err
 	}
 	tok.Prepared = &tokenInput{id: tokenIDs.Add(1)}

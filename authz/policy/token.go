@@ -73,9 +73,13 @@ func newTokenInput(tok *token.Token) (ti *tokenInput, err error) {
 		}
 	}()
 
+	decoded, err := tok.ClaimMap()
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w: %w", token.ErrInvalid, err)
+	}
 	claims := ast.Value(ast.NewObject())
-	if len(tok.Claims) > 0 {
-		claims, err = toValue(tok.Claims, 0)
+	if len(decoded) > 0 {
+		claims, err = toValue(decoded, 0)
 		if err != nil {
 			// Claims no policy can read (nested too deep, say) make the
 			// token unusable: 401 invalid_token, not a 503 to retry.

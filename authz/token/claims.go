@@ -7,54 +7,34 @@ import (
 	"sync"
 )
 
-// A cached token's claims map is most of what it costs. Claim names, and the
-// values that repeat from token to token (issuer, audience, client, scopes),
-// are stored once and shared by every Token that carries them; the values
-// unique to a token (sub, jti, exp) are its own. Shared values are as
-// immutable as the Tokens holding them.
-
-// claimNames are the claim names kept as one string for all tokens.
-var claimNames = func() map[string]string {
-	names := []string{
-		"active", "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "scope", "client_id", "azp",
-		"auth_time", "acr", "amr", "sid", "cnf", "token_type", "username", "purpose", "delegationId",
-		"email", "email_verified", "name", "given_name", "family_name", "preferred_username",
-		"roles", "groups", "entitlements", "tenant", "may_act", "act", "token_introspection",
-	}
-	m := make(map[string]string, len(names))
-	for _, n := range names {
-		m[n] = n
-	}
-	return m
-}()
-
-// sharedClaims are the claims whose values are shared between tokens.
-var sharedClaims = map[string]bool{
-	"iss": true, "aud": true, "client_id": true, "azp": true, "scope": true, "acr": true, "amr": true,
-	"token_type": true, "purpose": true, "tenant": true, "roles": true, "groups": true,
-}
+// The split scope strings repeat from token to token: each is kept once and
+// shared by every Token that carries it (Token.Scopes is read-only).
 
 const (
-	// maxShared bounds each table of shared values; a full table starts
-	// over (tokens keep the values they hold).
+	// maxShared bounds the table of shared scope lists; a full table
+	// starts over (tokens keep the lists they hold).
 	maxShared = 4096
-	// maxSharedLen is the longest string value worth sharing.
+	// maxSharedLen is the longest scope string worth sharing.
 	maxSharedLen = 512
 )
 
-// interner holds the shared claim values of one Resolver.
+// interner holds the shared scope lists of one Resolver.
 type interner struct {
 	mu     sync.Mutex
-	values map[string]any      // string values, boxed once
-	lists  map[string]any      // arrays of strings, by listKey of their items
 	scopes map[string][]string // split scope strings
 }
 
 // newToken builds a Token from decoded claims (an introspection answer or a
-// JWT payload), reading the standard claims and checking their types.
-func (in *interner) newToken(kind Kind, decoded map[string]any) (*Token, error) {
-	claims := in.claims(decoded)
-	tok := &Token{Active: true, Kind: kind, Claims: claims}
+// JWT payload), reading the standard claims and checking their types. The
+// claims are kept as JSON (see Token.Claims): payloadOf is the JWT whose
+// payload decoded is exactly them, "" when they are to be encoded.
+func (in *interner) newToken(kind Kind, decoded map[string]any, payloadOf string) (*Token, error) {
+	// A copy: the caller may still compare decoded's numbers as decoded.
+	claims := make(map[string]any, len(decoded))
+	for k, v := range decoded {
+		claims[k] = normalize(v)
+	}
+	tok := &Token{Active: true, Kind: kind, decoded: claims}
 	var err error
 	if tok.Scopes, err = in.scopeList(claims["scope"]); err != nil {
 		return nil, err
@@ -68,74 +48,22 @@ func (in *interner) newToken(kind Kind, decoded map[string]any) (*Token, error) 
 	if tok.Expiry, _, err = numericDate(claims, "exp"); err != nil {
 		return nil, err
 	}
+	tok.cnf, tok.hasCnf = claims["cnf"]
+	if payloadOf != "" {
+		tok.JWT, tok.claimsInJWT = payloadOf, true
+		return tok, nil
+	}
+	// exactNumbers: a float beyond 2^53 that encoding/json would write as
+	// an integer reads back a float, not a json.Number.
+	if tok.claimsJSON, err = json.Marshal(exactNumbers(claims)); err != nil {
+		return nil, err
+	}
 	return tok, nil
 }
 
-// claims returns decoded with numbers made plain (see normalize), claim
-// names and repeating values shared.
-func (in *interner) claims(decoded map[string]any) map[string]any {
-	out := make(map[string]any, len(decoded))
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for k, v := range decoded {
-		v = normalize(v)
-		if name, ok := claimNames[k]; ok {
-			k = name
-		}
-		if sharedClaims[k] {
-			v = in.share(v)
-		}
-		out[k] = v
-	}
-	return out
-}
-
-// share returns the shared copy of v when v is a string or an array of
-// strings; other values are returned as they are. in.mu is held.
-func (in *interner) share(v any) any {
-	switch x := v.(type) {
-	case string:
-		if len(x) > maxSharedLen {
-			return v
-		}
-		if s, ok := in.values[x]; ok {
-			return s
-		}
-		in.values = put(in.values, x, v)
-	case []any:
-		key, ok := listKey(x)
-		if !ok {
-			return v
-		}
-		if s, ok := in.lists[key]; ok {
-			return s
-		}
-		for i, e := range x {
-			x[i] = in.share(e)
-		}
-		in.lists = put(in.lists, key, v)
-	}
-	return v
-}
-
-// listKey names a list of strings by its items, each prefixed with its
-// length, so that no two different lists share a key: joined with a
-// separator, ["admin","users"] and ["admin\x00users"] would, and the policy
-// of one token would see the other's roles. ok is false for a list that is
-// not all strings or too long to share.
-func listKey(list []any) (key string, ok bool) {
-	var b strings.Builder
-	for _, e := range list {
-		s, ok := e.(string)
-		if !ok || b.Len()+len(s) > maxSharedLen {
-			return "", false
-		}
-		b.WriteString(strconv.Itoa(len(s)))
-		b.WriteByte(':')
-		b.WriteString(s)
-	}
-	return b.String(), true
-}
+// shareable clears what only the Resolver building tok may use: after it,
+// tok may be cached and shared.
+func (tok *Token) shareable() { tok.decoded = nil }
 
 // scopeList splits the scope claim, a space-separated string (RFC 7662, RFC
 // 9068) or, as some servers send it, an array of strings.

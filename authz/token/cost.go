@@ -22,11 +22,18 @@ const (
 type sizer interface{ Size() int64 }
 
 // tokenCost estimates the bytes the cache holds for tok, computed once when
-// it is stored. Subject and ClientID share their bytes with Claims.
+// it is stored. Subject and ClientID are counted with the claims.
 func tokenCost(tok *Token) int64 {
 	n := int64(unsafe.Sizeof(*tok)) + inactiveCost + int64(len(tok.JWT))
 	n += int64(len(tok.Scopes)) * stringHeader
-	claims := valueCost(tok.Claims)
+	// Subject and ClientID are their own copies, out of the decoded claims.
+	claims := int64(len(tok.claimsJSON) + len(tok.Subject) + len(tok.ClientID))
+	if tok.Claims != nil {
+		claims += valueCost(tok.Claims)
+	}
+	if tok.hasCnf {
+		claims += valueCost(tok.cnf)
+	}
 	n += claims
 	switch p := tok.Prepared.(type) {
 	case nil:

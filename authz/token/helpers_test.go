@@ -229,3 +229,13 @@ func mustNew(t testing.TB, cfg Config) *Resolver {
 func newTestLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// claimsOf is tok's claims, decoded.
+func claimsOf(t testing.TB, tok *Token) map[string]any {
+	t.Helper()
+	m, err := tok.ClaimMap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

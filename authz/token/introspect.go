@@ -398,7 +398,7 @@ func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error)
 	if err := in.checkClaims(claims); err != nil {
 		return nil, err
 	}
-	tok, err := in.shared.newToken(KindOpaque, claims)
+	tok, err := in.shared.newToken(KindOpaque, claims, "")
 	if err == nil {
 		tok.Issuer = in.cfg.Issuer
 	}
@@ -436,11 +436,11 @@ func (in *introspector) fromJWT(body []byte) (*Token, error) {
 	if err := in.checkClaims(c.claims); err != nil {
 		return nil, err
 	}
-	tok, err := in.shared.newToken(KindOpaque, c.claims)
+	tok, err := in.shared.newToken(KindOpaque, c.claims, jwt)
 	if err != nil {
 		return nil, fmt.Errorf("answer JWT: %w", err)
 	}
-	tok.JWT, tok.JWTExpiry, tok.Issuer = jwt, tok.Expiry, in.cfg.Issuer
+	tok.JWTExpiry, tok.Issuer = tok.Expiry, in.cfg.Issuer
 	return tok, nil
 }
 

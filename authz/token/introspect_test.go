@@ -115,7 +115,7 @@ func TestIntrospectionModes(t *testing.T) {
 			}
 			if tt.mode != ResponseJWT {
 				// Large integers survive exactly (json.Number).
-				if n := tok.Claims["custom"].(map[string]any)["n"]; n.(interface{ String() string }).String() != "12345678901234567" {
+				if n := claimsOf(t, tok)["custom"].(map[string]any)["n"]; n.(interface{ String() string }).String() != "12345678901234567" {
 					t.Errorf("custom.n = %v", n)
 				}
 			}

@@ -345,6 +345,7 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 			return nil, fmt.Errorf("%w: prepare token: %w", ErrUnavailable, err)
 		}
 	}
+	tok.shareable()
 	if ttl := capTTL(r.ttl(tok, now), now, until); ttl > 0 {
 		r.store(raw, entry{tok: tok, until: now.Add(ttl).UnixNano()}, tokenCost(tok), ttl)
 		// A revocation that came while this resolution ran wins, whichever

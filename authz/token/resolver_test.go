@@ -260,17 +260,17 @@ func TestSharedClaims(t *testing.T) {
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
 	}
-	if t1.Subject != "one-user" || t2.Subject != "two-user" || t1.Claims["iss"] != t2.Claims["iss"] {
-		t.Fatalf("claims: %v / %v", t1.Claims, t2.Claims)
+	if t1.Subject != "one-user" || t2.Subject != "two-user" || claimsOf(t, t1)["iss"] != claimsOf(t, t2)["iss"] {
+		t.Fatalf("claims: %v / %v", claimsOf(t, t1), claimsOf(t, t2))
 	}
 	if &t1.Scopes[0] != &t2.Scopes[0] {
 		t.Error("equal scope strings are not shared")
 	}
-	if _, ok := t1.Claims["exp"].(float64); !ok {
-		t.Errorf("exp is %T, want float64", t1.Claims["exp"])
+	if _, ok := claimsOf(t, t1)["exp"].(float64); !ok {
+		t.Errorf("exp is %T, want float64", claimsOf(t, t1)["exp"])
 	}
-	if n, ok := t1.Claims["big"].(interface{ String() string }); !ok || n.String() != "9007199254740993" {
-		t.Errorf("big = %v (%T), want json.Number 9007199254740993", t1.Claims["big"], t1.Claims["big"])
+	if n, ok := claimsOf(t, t1)["big"].(interface{ String() string }); !ok || n.String() != "9007199254740993" {
+		t.Errorf("big = %v (%T), want json.Number 9007199254740993", claimsOf(t, t1)["big"], claimsOf(t, t1)["big"])
 	}
 }
 

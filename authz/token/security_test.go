@@ -277,7 +277,7 @@ func TestInternedClaimListsDoNotCollide(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, claim := range []string{"roles", "groups"} {
-			if got := tok.Claims[claim]; !reflect.DeepEqual(got, roles[name]) {
+			if got := claimsOf(t, tok)[claim]; !reflect.DeepEqual(got, roles[name]) {
 				t.Errorf("token %s: %s = %q, want %q", name, claim, got, roles[name])
 			}
 		}

@@ -155,7 +155,11 @@ func (r *Resolver) aead(raw string) (cipher.AEAD, error) {
 func (r *Resolver) seal(raw string, key [32]byte, tok *Token, until time.Time) ([]byte, error) {
 	v := sealed{Until: until.UnixNano(), Inactive: tok == nil}
 	if tok != nil {
-		v.Kind, v.Claims, v.JWT, v.Issuer = tok.Kind, exactNumbers(tok.Claims).(map[string]any), tok.JWT, tok.Issuer
+		claims, err := tok.ClaimMap()
+		if err != nil {
+			return nil, err
+		}
+		v.Kind, v.Claims, v.JWT, v.Issuer = tok.Kind, exactNumbers(claims).(map[string]any), tok.JWT, tok.Issuer
 		if !tok.JWTExpiry.IsZero() {
 			v.JWTExpiry = tok.JWTExpiry.UnixNano()
 		}
@@ -217,7 +221,7 @@ func (r *Resolver) open(raw string, key [32]byte, value []byte) (opened, error) 
 	if v.Kind != KindOpaque && v.Kind != KindJWT {
 		return opened{}, fmt.Errorf("unknown token kind %q", v.Kind)
 	}
-	tok, err := r.shared.newToken(v.Kind, v.Claims)
+	tok, err := r.shared.newToken(v.Kind, v.Claims, "")
 	if err != nil {
 		return opened{}, err
 	}

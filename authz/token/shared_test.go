@@ -125,24 +125,24 @@ func TestSharedClaimsRoundTrip(t *testing.T) {
 	if st := r2.Stats(); st.SharedHits != 1 || st.IntrospectionsActive != 0 {
 		t.Errorf("second resolver stats = %+v", st)
 	}
-	if !reflect.DeepEqual(t1.Claims, t2.Claims) {
-		t.Errorf("claims differ:\n%#v\n%#v", t1.Claims, t2.Claims)
+	if !reflect.DeepEqual(claimsOf(t, t1), claimsOf(t, t2)) {
+		t.Errorf("claims differ:\n%#v\n%#v", claimsOf(t, t1), claimsOf(t, t2))
 	}
-	for k, v := range t1.Claims {
-		if reflect.TypeOf(v) != reflect.TypeOf(t2.Claims[k]) {
-			t.Errorf("claim %s: %T became %T", k, v, t2.Claims[k])
+	for k, v := range claimsOf(t, t1) {
+		if reflect.TypeOf(v) != reflect.TypeOf(claimsOf(t, t2)[k]) {
+			t.Errorf("claim %s: %T became %T", k, v, claimsOf(t, t2)[k])
 		}
 	}
 	for name, want := range map[string]any{
 		"big": json.Number("12345678901234567890"), "neg_big": json.Number("-9007199254740993"),
 		"two53": float64(1 << 53), "f20": 1e20, "f20int": json.Number("100000000000000000000"), "half": 0.5,
 	} {
-		if got := t2.Claims[name]; got != want {
+		if got := claimsOf(t, t2)[name]; got != want {
 			t.Errorf("claim %s = %#v, want %#v", name, got, want)
 		}
 	}
-	if z, ok := t2.Claims["negzero"].(float64); !ok || !math.Signbit(z) {
-		t.Errorf("negzero = %#v, want -0.0", t2.Claims["negzero"])
+	if z, ok := claimsOf(t, t2)["negzero"].(float64); !ok || !math.Signbit(z) {
+		t.Errorf("negzero = %#v, want -0.0", claimsOf(t, t2)["negzero"])
 	}
 	if t1.Subject != t2.Subject || t1.ClientID != t2.ClientID || !t1.Expiry.Equal(t2.Expiry) ||
 		!reflect.DeepEqual(t1.Scopes, t2.Scopes) || t2.Kind != KindOpaque || !t2.Active {
@@ -180,7 +180,7 @@ func TestSharedKeepsUpstreamJWT(t *testing.T) {
 	if stub.calls.Load() != 1 {
 		t.Fatalf("%d introspections, want 1", stub.calls.Load())
 	}
-	if t2.JWT != t1.JWT || t2.JWT == "" || !t2.JWTExpiry.Equal(t1.JWTExpiry) || !reflect.DeepEqual(t1.Claims, t2.Claims) {
+	if t2.JWT != t1.JWT || t2.JWT == "" || !t2.JWTExpiry.Equal(t1.JWTExpiry) || !reflect.DeepEqual(claimsOf(t, t1), claimsOf(t, t2)) {
 		t.Errorf("JWT not kept: %q %v vs %q %v", t1.JWT, t1.JWTExpiry, t2.JWT, t2.JWTExpiry)
 	}
 }

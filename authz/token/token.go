@@ -6,6 +6,8 @@ package token
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,11 +31,26 @@ type Token struct {
 	Kind   Kind
 	// Scopes are the space-separated "scope" claim, split.
 	Scopes []string
-	// Claims are all claims (introspection answer or JWT payload), as
-	// encoding/json decodes them: numbers are float64, except integers beyond
-	// 2^53, which are json.Number so they re-encode exactly. Values that
-	// repeat across tokens (iss, aud, client_id, scope, ...) are shared.
+	// Claims are the claims of a Token built by hand (a test, a custom
+	// stage). A Resolver leaves Claims nil and keeps the claims as JSON, the
+	// payload of JWT when that is where they came from: read them with
+	// ClaimMap. A decoded map costs a cached token about as much memory as
+	// its JWT again, all of it pointers for the garbage collector to walk,
+	// while a check reads the claims only to build a policy input the
+	// decision cache does not hold, or to mint a JWT.
 	Claims map[string]any
+	// claimsJSON is the claims as a JSON object; nil when they are the
+	// payload of JWT (claimsInJWT) or the Token was built by hand.
+	claimsJSON  []byte
+	claimsInJWT bool
+	// decoded is the claims map while the Resolver builds the Token, so
+	// that Prepare does not decode it again; cleared before the Token is
+	// shared.
+	decoded map[string]any
+	// cnf is the cnf claim (RFC 7800), kept decoded (hasCnf: present): a
+	// sender-constrained token's checks read it on every request.
+	cnf    any
+	hasCnf bool
 	// Issuer is the issuer of the authorization server that vouched for
 	// the token (verified it, or answered its introspection); "" when the
 	// one-server configuration names none.
@@ -61,6 +78,48 @@ type Token struct {
 	// (sector → sectorJWT), kept with the token while it is cached. The
 	// number of sectors is bounded by configuration, not by requests.
 	sectorJWTs sync.Map
+}
+
+// ClaimMap returns all claims (introspection answer or JWT payload), as
+// encoding/json decodes them: numbers are float64, except integers beyond
+// 2^53, which are json.Number so they re-encode exactly. For a resolved
+// Token the map is decoded anew on each call: the caller may keep it, and
+// must not expect another call to return the same map.
+func (t *Token) ClaimMap() (map[string]any, error) {
+	switch {
+	case t.Claims != nil:
+		return t.Claims, nil
+	case t.decoded != nil:
+		return t.decoded, nil
+	}
+	data := t.claimsJSON
+	if t.claimsInJWT {
+		_, rest, _ := strings.Cut(t.JWT, ".")
+		payload, _, _ := strings.Cut(rest, ".")
+		var err error
+		if data, err = b64.DecodeString(payload); err != nil {
+			return nil, fmt.Errorf("token: claims: %w", err)
+		}
+	}
+	if data == nil {
+		return map[string]any{}, nil
+	}
+	var claims map[string]any
+	if err := decodeObject(data, &claims); err != nil {
+		return nil, fmt.Errorf("token: claims: %w", err)
+	}
+	normalize(claims)
+	return claims, nil
+}
+
+// Confirmation is the token's cnf claim (RFC 7800), of whatever type it
+// came; ok is false when the token has none.
+func (t *Token) Confirmation() (cnf any, ok bool) {
+	if t.Claims != nil {
+		cnf, ok = t.Claims["cnf"]
+		return cnf, ok
+	}
+	return t.cnf, t.hasCnf
 }
 
 type sectorJWT struct {

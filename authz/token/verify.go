@@ -44,11 +44,11 @@ func (is *issuer) verify(ctx context.Context, raw string, c *compact) (*Token, e
 	if err := checkPayload(c.claims); err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
-	tok, err := is.shared.newToken(KindJWT, c.claims)
+	tok, err := is.shared.newToken(KindJWT, c.claims, raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
-	tok.JWT, tok.JWTExpiry, tok.Issuer = raw, tok.Expiry, is.cfg.Issuer
+	tok.JWTExpiry, tok.Issuer = tok.Expiry, is.cfg.Issuer
 	return tok, nil
 }
 

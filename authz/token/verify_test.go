@@ -129,7 +129,7 @@ func TestByValue(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tok.Kind != KindJWT || !tok.Active || tok.JWT != tt.token || tok.Subject != "alice" || tok.ClientID != "web" ||
-				!tok.Expiry.Equal(tok.JWTExpiry) || tok.Expiry.IsZero() || tok.Claims["jti"] != "id-1" {
+				!tok.Expiry.Equal(tok.JWTExpiry) || tok.Expiry.IsZero() || claimsOf(t, tok)["jti"] != "id-1" {
 				t.Errorf("token = %+v", tok)
 			}
 		})
