@@ -60,9 +60,10 @@ func phantomJWT(now time.Time, n int64) string {
 }
 
 // TestCacheMemoryPerToken caches 100,000 phantom tokens and measures the heap
-// they take per token. The target is 2× the JWT's length + 300 bytes; a Go
-// map of 13 claims alone costs about 660 bytes, so the figure lands near
-// 2.5× the JWT. The test fails past that, to catch regressions.
+// they take per token. The target is 2× the JWT's length + 300 bytes (issue
+// 17); the test fails past it. A Go map of these 13 claims cost about 660
+// bytes more, 2,207 bytes per token in all, while the claims were kept
+// decoded; kept as the JWT's payload, 1,430.
 func TestCacheMemoryPerToken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills the cache with 100,000 tokens")
@@ -104,9 +105,9 @@ func TestCacheMemoryPerToken(t *testing.T) {
 	}
 	runtime.KeepAlive(r)
 
-	target, ceiling := float64(2*jwtLen+300), 2.5*float64(jwtLen)+300
+	target := float64(2*jwtLen + 300)
 	t.Logf("JWT %d bytes; %.0f bytes per cached token (%.2f× the JWT; target %.0f)", jwtLen, perToken, perToken/float64(jwtLen), target)
-	if perToken > ceiling {
-		t.Errorf("%.0f bytes per cached token, more than %.0f", perToken, ceiling)
+	if perToken > target {
+		t.Errorf("%.0f bytes per cached token, more than %.0f (2× the JWT + 300)", perToken, target)
 	}
 }

@@ -255,10 +255,10 @@ func TestBreakerCountsOther4xx(t *testing.T) {
 	}
 }
 
-// Claim lists are shared between tokens by their items: ["admin","users"]
-// and ["admin\x00users"] are different lists, and the policy sees each
-// token's own.
-func TestInternedClaimListsDoNotCollide(t *testing.T) {
+// ["admin","users"] and ["admin\x00users"] are different lists, and the
+// policy sees each token's own (once, shared lists were keyed by their items
+// joined; now every token keeps its claims' JSON).
+func TestClaimListsKeptApart(t *testing.T) {
 	roles := map[string][]any{
 		"two-roles": {"admin", "users"},
 		"one-role":  {"admin\x00users"},
