@@ -50,11 +50,15 @@ type Redis struct {
 // MinCacheKey is the shortest redis.cache_key_file secret, in bytes.
 const MinCacheKey = 32
 
-// Admin is the administrative endpoint (POST /admin/revoke).
+// Admin is the administrative endpoints (POST /admin/revoke, and with
+// PProf Go's profiles under /debug/pprof/).
 type Admin struct {
-	// TokenFile holds the bearer credential of the endpoint; empty turns
-	// the endpoint off (404).
+	// TokenFile holds the bearer credential of the endpoints; empty turns
+	// them off (404).
 	TokenFile string `yaml:"token_file"`
+	// PProf serves net/http/pprof's profiles under /debug/pprof/ on the
+	// HTTP listener, behind the admin credential. Off by default.
+	PProf bool `yaml:"pprof"`
 	// Token is the content of TokenFile (white space trimmed), read by
 	// Validate.
 	Token string `yaml:"-" secret:"true"`
@@ -155,6 +159,11 @@ func (r *Redis) validate() error {
 // validate reads the admin token file.
 func (a *Admin) validate() error {
 	if a.TokenFile == "" {
+		if a.PProf {
+			// Profiles show the program's insides and cost CPU: never
+			// served without a credential.
+			return &Error{"admin.pprof", "needs admin.token_file: the profiles under /debug/pprof/ demand the admin bearer token"}
+		}
 		return nil
 	}
 	b, err := os.ReadFile(a.TokenFile)

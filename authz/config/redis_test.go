@@ -30,7 +30,7 @@ func TestRedisDefaults(t *testing.T) {
 		!r.TokenCache || !r.ReplayStore || r.ReplayFailOpen || r.RevocationChannel != "phantom-authz:revocations" {
 		t.Errorf("redis defaults = %+v", r)
 	}
-	if cfg.Admin.TokenFile != "" || cfg.Admin.Token != "" {
+	if cfg.Admin.TokenFile != "" || cfg.Admin.Token != "" || cfg.Admin.PProf {
 		t.Errorf("admin defaults = %+v", cfg.Admin)
 	}
 }
@@ -49,6 +49,7 @@ redis:
   revocation_channel: "ch"
 admin:
   token_file: "` + admin + `"
+  pprof: true
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -58,8 +59,8 @@ admin:
 		!r.ReplayStore || !r.ReplayFailOpen || r.RevocationChannel != "ch" {
 		t.Errorf("redis = %+v", r)
 	}
-	if cfg.Admin.Token != "0123456789abcdef0123" {
-		t.Errorf("admin token not read")
+	if cfg.Admin.Token != "0123456789abcdef0123" || !cfg.Admin.PProf {
+		t.Errorf("admin token not read, or pprof not on: %v", cfg.Admin.PProf)
 	}
 }
 
@@ -107,6 +108,7 @@ func TestRedisInvalidNamesKey(t *testing.T) {
 		{"unknown key", "redis:\n  urls: x\n", "redis.urls", "unknown key"},
 		{"admin short", "admin: { token_file: \"" + short + "\" }", "admin.token_file", "at least 16"},
 		{"admin missing", "admin: { token_file: /nonexistent/admin }", "admin.token_file", "no such file"},
+		{"pprof without admin token", "admin: { pprof: true }", "admin.pprof", "needs admin.token_file"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -19,12 +19,16 @@ type Revoker interface {
 	Revoke(ctx context.Context, token string) error
 }
 
-// AdminConfig configures the administrative endpoint POST /admin/revoke.
+// AdminConfig configures the administrative endpoints: POST /admin/revoke
+// and, with PProf, Go's profiles under /debug/pprof/.
 type AdminConfig struct {
-	// Token is the bearer credential the endpoint demands. Required.
+	// Token is the bearer credential the endpoints demand. Required.
 	Token string
-	// Revoker applies revocations.
+	// Revoker applies revocations; nil turns POST /admin/revoke off (404).
 	Revoker Revoker
+	// PProf serves net/http/pprof's handlers under /debug/pprof/, behind
+	// Token.
+	PProf bool
 	// Logger receives one line per revocation and per refused call; nil
 	// discards them. Neither token is ever logged.
 	Logger *slog.Logger
@@ -46,21 +50,10 @@ func revokeHandler(cfg AdminConfig) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	want := sha256.Sum256([]byte(cfg.Token))
+	auth := newAdminAuth(cfg.Token, log)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if !strings.EqualFold(scheme, "Bearer") || cred == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="`+adminRealm+`"`)
-			adminProblem(w, http.StatusUnauthorized, "", "this endpoint requires the admin bearer token")
-			log.Warn("admin: revocation refused: no admin token", "remote", r.RemoteAddr)
-			return
-		}
-		got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="`+adminRealm+`", error="invalid_token"`)
-			adminProblem(w, http.StatusUnauthorized, "invalid_token", "the admin token is not valid")
-			log.Warn("admin: revocation refused: wrong admin token", "remote", r.RemoteAddr)
+		if !auth.allow(w, r, "revocation") {
 			return
 		}
 		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
@@ -90,6 +83,39 @@ func revokeHandler(cfg AdminConfig) http.Handler {
 		log.Info("admin: token revoked", "token_id", hexID(id[:16]), "remote", r.RemoteAddr)
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// adminAuth checks the admin bearer credential of the administrative
+// endpoints (revocation, profiling).
+type adminAuth struct {
+	want [sha256.Size]byte
+	log  *slog.Logger
+}
+
+func newAdminAuth(token string, log *slog.Logger) adminAuth {
+	return adminAuth{want: sha256.Sum256([]byte(token)), log: log}
+}
+
+// allow reports whether r carries the admin credential as a bearer token,
+// compared in constant time (over hashes, so the length leaks nothing
+// either). Otherwise it answers 401 with the admin realm's challenge, logs
+// the refusal of what (never the credential presented) and returns false.
+func (a adminAuth) allow(w http.ResponseWriter, r *http.Request, what string) bool {
+	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") || cred == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+adminRealm+`"`)
+		adminProblem(w, http.StatusUnauthorized, "", "this endpoint requires the admin bearer token")
+		a.log.Warn("admin: "+what+" refused: no admin token", "remote", r.RemoteAddr)
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+	if subtle.ConstantTimeCompare(got[:], a.want[:]) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+adminRealm+`", error="invalid_token"`)
+		adminProblem(w, http.StatusUnauthorized, "invalid_token", "the admin token is not valid")
+		a.log.Warn("admin: "+what+" refused: wrong admin token", "remote", r.RemoteAddr)
+		return false
+	}
+	return true
 }
 
 // hexID is the ID a revocation is logged by: the first 128 bits of the

@@ -12,14 +12,15 @@ type HTTPConfig struct {
 	JWKS func() []byte
 	// Extra handlers mounted as they are (e.g. "/metrics").
 	Extra map[string]http.Handler
-	// Admin, when set with a Token and a Revoker, serves POST /admin/revoke;
-	// otherwise that path answers 404.
+	// Admin, when set with a Token and a Revoker, serves POST /admin/revoke,
+	// and with a Token and PProf the profiles under /debug/pprof/; otherwise
+	// those paths answer 404.
 	Admin *AdminConfig
 }
 
 // NewHTTPHandler serves GET /healthz (alive), GET /readyz (200 once ready,
 // else 503), GET /.well-known/jwks.json and, when configured, POST
-// /admin/revoke.
+// /admin/revoke and GET /debug/pprof/.
 func NewHTTPHandler(cfg HTTPConfig) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -44,8 +45,13 @@ func NewHTTPHandler(cfg HTTPConfig) http.Handler {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		_, _ = w.Write(body)
 	})
-	if a := cfg.Admin; a != nil && a.Token != "" && a.Revoker != nil {
-		mux.Handle("POST /admin/revoke", revokeHandler(*a))
+	if a := cfg.Admin; a != nil && a.Token != "" {
+		if a.Revoker != nil {
+			mux.Handle("POST /admin/revoke", revokeHandler(*a))
+		}
+		if a.PProf {
+			mux.Handle("GET /debug/pprof/", pprofHandler(*a))
+		}
 	}
 	for p, h := range cfg.Extra {
 		mux.Handle(p, h)

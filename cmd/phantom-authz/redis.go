@@ -97,13 +97,18 @@ func (s *stack) subscribeRevocations(ctx context.Context) {
 	}
 }
 
-// adminConfig is POST /admin/revoke when admin.token_file is set and there
-// are tokens to revoke; nil otherwise (404).
+// adminConfig is the administrative endpoints when admin.token_file is set:
+// POST /admin/revoke when there are tokens to revoke, /debug/pprof/ with
+// admin.pprof; nil otherwise (404).
 func adminConfig(cfg config.Config, s *stack, log *slog.Logger) *server.AdminConfig {
-	if cfg.Admin.Token == "" || s.resolver == nil {
+	if cfg.Admin.Token == "" || (s.resolver == nil && !cfg.Admin.PProf) {
 		return nil
 	}
-	return &server.AdminConfig{Token: cfg.Admin.Token, Revoker: s.resolver, Logger: log}
+	a := &server.AdminConfig{Token: cfg.Admin.Token, PProf: cfg.Admin.PProf, Logger: log}
+	if s.resolver != nil {
+		a.Revoker = s.resolver // a nil *token.Resolver must stay a nil interface
+	}
+	return a
 }
 
 // registerSharedMetrics exposes what replicas share: revocations (also
