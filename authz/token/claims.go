@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -24,11 +25,18 @@ type interner struct {
 	scopes map[string][]string // split scope strings
 }
 
+// claimsSource is where decoded claims came from, exactly (decoding it gives
+// the same map): a JWT's payload, or JSON. Empty: they are to be encoded.
+type claimsSource struct {
+	jwt  string
+	json []byte
+}
+
 // newToken builds a Token from decoded claims (an introspection answer or a
 // JWT payload), reading the standard claims and checking their types. The
-// claims are kept as JSON (see Token.Claims): payloadOf is the JWT whose
-// payload decoded is exactly them, "" when they are to be encoded.
-func (in *interner) newToken(kind Kind, decoded map[string]any, payloadOf string) (*Token, error) {
+// claims are kept as JSON (see Token.Claims): their source when it has one,
+// else encoded.
+func (in *interner) newToken(kind Kind, decoded map[string]any, src claimsSource) (*Token, error) {
 	// A copy: the caller may still compare decoded's numbers as decoded.
 	claims := make(map[string]any, len(decoded))
 	for k, v := range decoded {
@@ -49,8 +57,13 @@ func (in *interner) newToken(kind Kind, decoded map[string]any, payloadOf string
 		return nil, err
 	}
 	tok.cnf, tok.hasCnf = claims["cnf"]
-	if payloadOf != "" {
-		tok.JWT, tok.claimsInJWT = payloadOf, true
+	switch {
+	case src.jwt != "":
+		tok.JWT, tok.claimsInJWT = src.jwt, true
+		return tok, nil
+	case src.json != nil:
+		// A copy of its own: the caller's buffer may be larger, or reused.
+		tok.claimsJSON = bytes.Clone(src.json)
 		return tok, nil
 	}
 	// exactNumbers: a float beyond 2^53 that encoding/json would write as

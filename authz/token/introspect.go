@@ -315,7 +315,7 @@ func (in *introspector) fromJSON(body []byte, activeAllowed bool) (*Token, error
 	if err := decodeObject(body, &claims); err != nil {
 		return nil, fmt.Errorf("answer: %w", err)
 	}
-	tok, err := in.fromIntrospection(claims)
+	tok, err := in.fromIntrospection(claims, body)
 	if err == nil && !activeAllowed {
 		return nil, errors.New("an active token answered in JSON where a JWT was asked for")
 	}
@@ -339,7 +339,7 @@ func (in *introspector) fromKeycloak(ctx context.Context, body []byte) (*Token, 
 	}
 	signed, hasJWT := claims["jwt"]
 	delete(claims, "jwt") // the policy sees the claims, not a copy of them as a JWT
-	tok, err := in.fromIntrospection(claims)
+	tok, err := in.fromIntrospection(claims, nil)
 	if err != nil || !hasJWT {
 		return tok, err
 	}
@@ -386,8 +386,10 @@ func (in *introspector) fromKeycloak(ctx context.Context, body []byte) (*Token, 
 	return tok, nil
 }
 
-// fromIntrospection builds the Token of an RFC 7662 answer object.
-func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error) {
+// fromIntrospection builds the Token of an RFC 7662 answer object; body is
+// the JSON it was decoded from, unchanged (nil: none), which the Token keeps
+// as its claims.
+func (in *introspector) fromIntrospection(claims map[string]any, body []byte) (*Token, error) {
 	active, ok := claims["active"].(bool)
 	if !ok {
 		return nil, errors.New("answer has no boolean active")
@@ -398,7 +400,7 @@ func (in *introspector) fromIntrospection(claims map[string]any) (*Token, error)
 	if err := in.checkClaims(claims); err != nil {
 		return nil, err
 	}
-	tok, err := in.shared.newToken(KindOpaque, claims, "")
+	tok, err := in.shared.newToken(KindOpaque, claims, claimsSource{json: body})
 	if err == nil {
 		tok.Issuer = in.cfg.Issuer
 	}
@@ -436,7 +438,7 @@ func (in *introspector) fromJWT(body []byte) (*Token, error) {
 	if err := in.checkClaims(c.claims); err != nil {
 		return nil, err
 	}
-	tok, err := in.shared.newToken(KindOpaque, c.claims, jwt)
+	tok, err := in.shared.newToken(KindOpaque, c.claims, claimsSource{jwt: jwt})
 	if err != nil {
 		return nil, fmt.Errorf("answer JWT: %w", err)
 	}
@@ -475,5 +477,5 @@ func (in *introspector) fromRFC9701(ctx context.Context, body []byte) (*Token, e
 	if !ok {
 		return nil, errors.New("answer has no token_introspection object")
 	}
-	return in.fromIntrospection(obj)
+	return in.fromIntrospection(obj, nil)
 }

@@ -221,7 +221,7 @@ func (r *Resolver) open(raw string, key [32]byte, value []byte) (opened, error) 
 	if v.Kind != KindOpaque && v.Kind != KindJWT {
 		return opened{}, fmt.Errorf("unknown token kind %q", v.Kind)
 	}
-	tok, err := r.shared.newToken(v.Kind, v.Claims, "")
+	tok, err := r.shared.newToken(v.Kind, v.Claims, claimsSource{})
 	if err != nil {
 		return opened{}, err
 	}

@@ -44,7 +44,7 @@ func (is *issuer) verify(ctx context.Context, raw string, c *compact) (*Token, e
 	if err := checkPayload(c.claims); err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
-	tok, err := is.shared.newToken(KindJWT, c.claims, raw)
+	tok, err := is.shared.newToken(KindJWT, c.claims, claimsSource{jwt: raw})
 	if err != nil {
 		return nil, fmt.Errorf("%w: jwt: %v", ErrInvalid, err)
 	}
