@@ -92,6 +92,12 @@ func (p *publicKeys) match(kid string, alg jwa.SignatureAlgorithm) []any {
 	return out
 }
 
+// has reports whether the keys at hand include one for kid and alg.
+func (ks *keySet) has(kid string, alg jwa.SignatureAlgorithm) bool {
+	cur := ks.keys.load()
+	return cur != nil && len(cur.match(kid, alg)) > 0
+}
+
 // lookup returns the candidate keys for kid and alg, refreshing the set when
 // it holds none (errUnknownKey) or when none was ever fetched (errNoKeys).
 func (ks *keySet) lookup(ctx context.Context, kid string, alg jwa.SignatureAlgorithm) ([]any, error) {

@@ -260,7 +260,10 @@ func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, bool, e
 		// server's token must not answer a request on that server's route.
 		key += ns.issuer
 	}
-	ch := r.flights.DoChan(key, func() (any, error) {
+	// A well-formed JWS is parsed here once, for its iss (which server) and
+	// its verification; c is nil for anything else.
+	c, _ := parseCompact(raw)
+	flight := func() (any, error) {
 		leader = true
 		if tok, err, ok := r.cached(raw); ok {
 			return fromCache{tok}, err
@@ -273,42 +276,68 @@ func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, bool, e
 		r.active.Add(1)
 		r.mu.Unlock()
 		defer r.active.Done()
-		return r.load(context.WithoutCancel(ctx), raw)
-	})
-	select {
-	case res := <-ch:
-		tok, _ := res.Val.(*Token)
-		c, hit := res.Val.(fromCache)
-		if hit {
-			tok = c.tok
-		}
-		switch {
-		case hit && leader:
-			r.stats.hits.Add(1)
-		case leader:
-			r.stats.misses.Add(1)
-		default:
-			r.stats.misses.Add(1)
-			r.stats.coalesced.Add(1)
-			if r.tracer != nil {
-				trace.SpanFromContext(ctx).SetAttributes(attrCoalesced.Bool(true))
-			}
-		}
-		if res.Err != nil {
-			return nil, hit, res.Err
-		}
-		return tok, hit, nil
-	case <-ctx.Done():
-		r.stats.misses.Add(1)
-		return nil, false, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		return r.load(context.WithoutCancel(ctx), raw, c)
 	}
+	var res singleflight.Result
+	if r.cpuOnly(c) {
+		// Nothing to wait for but the CPU: the flight runs on this
+		// goroutine, whose stack has grown already. On one of its own (as
+		// below) a verification grew a new stack by copying it, 4% of the
+		// server's CPU under a stream of new JWTs (e2e/bench b1); and no
+		// caller would give up before it ends anyway.
+		res.Val, res.Err, res.Shared = r.flights.Do(key, flight)
+	} else {
+		select {
+		case res = <-r.flights.DoChan(key, flight):
+		case <-ctx.Done():
+			r.stats.misses.Add(1)
+			return nil, false, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+	}
+	tok, _ := res.Val.(*Token)
+	fc, hit := res.Val.(fromCache)
+	if hit {
+		tok = fc.tok
+	}
+	switch {
+	case hit && leader:
+		r.stats.hits.Add(1)
+	case leader:
+		r.stats.misses.Add(1)
+	default:
+		r.stats.misses.Add(1)
+		r.stats.coalesced.Add(1)
+		if r.tracer != nil {
+			trace.SpanFromContext(ctx).SetAttributes(attrCoalesced.Bool(true))
+		}
+	}
+	if res.Err != nil {
+		return nil, hit, res.Err
+	}
+	return tok, hit, nil
+}
+
+// cpuOnly reports whether resolving the token parsed as c takes nothing
+// but CPU: a JWT by value whose issuer's key for it is at hand (no JWKS to
+// fetch), with no shared cache to ask (a network round trip).
+func (r *Resolver) cpuOnly(c *compact) bool {
+	if c == nil || r.l2 != nil {
+		return false
+	}
+	iss, _ := c.claims["iss"].(string)
+	is := r.issuers[iss]
+	if is == nil {
+		return false
+	}
+	alg, ok := is.algs[c.header.Alg]
+	return ok && is.keys.has(c.header.Kid, alg)
 }
 
 // load resolves raw and caches the answer: active tokens after Prepare, until
 // the first of their exp, their JWT's exp and MaxTTL; inactive ones for
 // InactiveTTL; failures never. A panic (in Prepare, say) fails this token
 // closed instead of the process.
-func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error) {
+func (r *Resolver) load(ctx context.Context, raw string, c *compact) (tok *Token, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			// The panic's value may be built from claims or the token: log
@@ -320,9 +349,9 @@ func (r *Resolver) load(ctx context.Context, raw string) (tok *Token, err error)
 	}()
 	var until time.Time // zero: no bound from the shared cache
 	if r.l2 != nil {
-		tok, until, err = r.sharedFetch(ctx, raw)
+		tok, until, err = r.sharedFetch(ctx, raw, c)
 	} else {
-		tok, err = r.fetch(ctx, raw)
+		tok, err = r.fetch(ctx, raw, c)
 	}
 	now := r.now()
 	if err == nil && tok.Kind == KindOpaque && !tok.Expiry.IsZero() && !now.Before(tok.Expiry) {
@@ -388,11 +417,9 @@ func (r *Resolver) store(raw string, e entry, cost int64, ttl time.Duration) {
 }
 
 // fetch resolves raw at the one authorization server it belongs to (see
-// source): by value with its issuer's keys, or by introspection.
-func (r *Resolver) fetch(ctx context.Context, raw string) (*Token, error) {
-	// A well-formed JWS is parsed here once, for its iss (which server) and
-	// its verification; c is nil for anything else.
-	c, _ := parseCompact(raw)
+// source): by value with its issuer's keys, or by introspection. c is raw
+// parsed when it is a well-formed JWS, else nil.
+func (r *Resolver) fetch(ctx context.Context, raw string, c *compact) (*Token, error) {
 	is, in, err := r.source(ctx, raw, c)
 	if err != nil {
 		return nil, err

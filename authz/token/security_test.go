@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -570,6 +571,44 @@ func TestSharedCacheRequiresKey(t *testing.T) {
 			Shared: newFakeShared(), SharedKey: key})
 		if err == nil || !strings.Contains(err.Error(), "cache_key_file") {
 			t.Errorf("key of %d bytes: err = %v, want one naming redis.cache_key_file", len(key), err)
+		}
+	}
+}
+
+// A flood of one JWT never seen before, its key at hand: the flight runs on
+// a caller's goroutine (cpuOnly), and still verifies it once for all.
+func TestConcurrentNewJWTVerifiedOnce(t *testing.T) {
+	testKeys(t)
+	clk := newClock()
+	jwks := newJWKSServer(t, keysES)
+	r := mustNew(t, Config{Issuers: []IssuerConfig{issuerConfig(jwks)}, Now: clk.Now})
+	ctx := context.Background()
+	// Another JWT first, so that the keys are at hand.
+	if _, err := r.Resolve(ctx, bearer(signJWT(t, keysES, map[string]any{"typ": "at+jwt"}, claimsAt(clk.Now())))); err != nil {
+		t.Fatal(err)
+	}
+	claims := claimsAt(clk.Now())
+	claims["jti"] = "flood-1"
+	raw := signJWT(t, keysES, map[string]any{"typ": "at+jwt"}, claims)
+	const callers = 64
+	var wg sync.WaitGroup
+	toks := make([]*Token, callers)
+	for i := range callers {
+		wg.Go(func() {
+			tok, err := r.Resolve(ctx, bearer(raw))
+			if err != nil {
+				t.Error(err)
+			}
+			toks[i] = tok
+		})
+	}
+	wg.Wait()
+	if n := r.Stats().JWTsVerified; n != 2 {
+		t.Errorf("%d verifications, want 2 (one per JWT)", n)
+	}
+	for _, tok := range toks {
+		if tok == nil || tok != toks[0] || tok.Subject == "" {
+			t.Fatal("callers got different or empty Tokens")
 		}
 	}
 }

@@ -270,7 +270,7 @@ func exactNumbers(v any) any {
 // is shared. JWTs by value are not shared (verifying one here costs less
 // than sharing would save): only a revocation of one is looked for. until
 // (zero: none) bounds how long an answer from the shared cache is used.
-func (r *Resolver) sharedFetch(ctx context.Context, raw string) (tok *Token, until time.Time, err error) {
+func (r *Resolver) sharedFetch(ctx context.Context, raw string, c *compact) (tok *Token, until time.Time, err error) {
 	ctx, span := startSpan(r.tracer, ctx, "token.shared")
 	key := r.sharedKey(raw)
 	tok, until, found, err := r.sharedGet(ctx, raw, key)
@@ -284,8 +284,8 @@ func (r *Resolver) sharedFetch(ctx context.Context, raw string) (tok *Token, unt
 	if found {
 		return tok, until, err
 	}
-	if r.byValue(raw) {
-		tok, err = r.fetch(ctx, raw)
+	if r.byValue(raw, c) {
+		tok, err = r.fetch(ctx, raw, c)
 		return tok, time.Time{}, err
 	}
 	release, held, lerr := r.l2.Lock(ctx, key, r.lockTTL)
@@ -314,18 +314,18 @@ func (r *Resolver) sharedFetch(ctx context.Context, raw string) (tok *Token, unt
 			return tok, until, err
 		}
 	}
-	tok, err = r.fetch(ctx, raw)
+	tok, err = r.fetch(ctx, raw, c)
 	r.sharedAdd(ctx, raw, key, tok, err)
 	return tok, time.Time{}, err
 }
 
 // byValue reports whether raw is a JWT of a configured issuer, verified here
 // rather than introspected.
-func (r *Resolver) byValue(raw string) bool {
+func (r *Resolver) byValue(raw string, c *compact) bool {
 	if len(r.issuers) == 0 {
 		return false
 	}
-	iss, ok := peekIssuer(raw)
+	iss, ok := issuerOf(raw, c)
 	return ok && r.issuers[iss] != nil
 }
 
