@@ -6,7 +6,11 @@
 // of any ext_authz server on the machine: receiving, decoding and answering
 // the RPC.
 //
-//	noop-authz -addr 127.0.0.1:9291 [-header-bytes 600]
+//	noop-authz -addr 127.0.0.1:9291 [-header-bytes 600] [-pprof 127.0.0.1:9292]
+//
+// -pprof serves Go's profiles (net/http/pprof, /debug/pprof/) on a loopback
+// address without authentication, so e2e/bench can profile the floor as it
+// profiles phantom-authz.
 package main
 
 import (
@@ -14,11 +18,14 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -31,7 +38,14 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:9291", "gRPC listen address")
 	headerBytes := flag.Int("header-bytes", 600,
 		"length of the authorization header value, so the answer is as large as one carrying a JWT")
+	pprofAddr := flag.String("pprof", "", "loopback address to serve /debug/pprof/ on (default: off)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		if err := servePProf(*pprofAddr); err != nil {
+			fmt.Fprintln(os.Stderr, "noop-authz:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(*addr, *headerBytes); err != nil {
 		fmt.Fprintln(os.Stderr, "noop-authz:", err)
 		os.Exit(1)
@@ -56,6 +70,29 @@ func run(addr string, headerBytes int) error {
 	}()
 	fmt.Fprintln(os.Stderr, "noop-authz: serving on", lis.Addr())
 	return s.Serve(lis)
+}
+
+// servePProf serves net/http/pprof's handlers on addr, which must be a
+// loopback address: they have no authentication.
+func servePProf(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-pprof: %w", err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("-pprof %s: must be a loopback IP address (the profiles have no authentication)", addr)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	return nil
 }
 
 // noop answers every check with the same response.

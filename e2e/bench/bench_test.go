@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/pprof/profile"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -126,13 +130,17 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"**a**: cached opaque token", "↳ no-op server, side by side with a", "## Targets"} {
+	for _, want := range []string{"**a**: cached opaque token", "↳ no-op server, side by side with a", "## Targets",
+		"| ES256 here | verify ", "## Where the server CPU goes (profiles)", "| bucket | share | µs/check | no-op share | no-op µs/check |"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("report lacks %q:\n%s", want, b)
 		}
 	}
 	if strings.Contains(string(b), "no errors, no wrong decisions") {
 		t.Errorf("errors or wrong decisions:\n%s", b)
+	}
+	if strings.Contains(string(b), "profile missing") || strings.Count(string(b), "(profile of ") != 2 {
+		t.Errorf("want a profile of each server:\n%s", b)
 	}
 }
 
@@ -204,5 +212,257 @@ func TestWithAuthzTimeout(t *testing.T) {
 	}
 	if strings.Count(cfg, "timeout: 10s") != 1 || strings.Count(cfg, "timeout: 0.25s") != strings.Count(string(shipped), "timeout: 0.25s")-1 {
 		t.Errorf("other timeouts changed")
+	}
+}
+
+// tinyProfile is a CPU profile with one sample per stack (leaf first), of
+// 10 ms each unless weights says otherwise.
+func tinyProfile(t *testing.T, stacks [][]string, weights []int64) *profile.Profile {
+	t.Helper()
+	p := &profile.Profile{
+		SampleType:    []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
+		PeriodType:    &profile.ValueType{Type: "cpu", Unit: "nanoseconds"},
+		Period:        10_000_000,
+		DurationNanos: int64(time.Second),
+	}
+	fns := map[string]*profile.Function{}
+	for i, st := range stacks {
+		s := &profile.Sample{Value: []int64{1, 10_000_000}}
+		if weights != nil {
+			s.Value = []int64{weights[i], weights[i] * 10_000_000}
+		}
+		for _, frame := range st {
+			// "name@file" gives the function a source file; "a+b" is a
+			// inlined into b (one location, innermost first).
+			loc := &profile.Location{ID: uint64(len(p.Location) + 1)}
+			for _, f := range strings.Split(frame, "+") {
+				name, file, _ := strings.Cut(f, "@")
+				fn := fns[f]
+				if fn == nil {
+					fn = &profile.Function{ID: uint64(len(p.Function) + 1), Name: name, SystemName: name, Filename: file}
+					fns[f] = fn
+					p.Function = append(p.Function, fn)
+				}
+				loc.Line = append(loc.Line, profile.Line{Function: fn})
+			}
+			p.Location = append(p.Location, loc)
+			s.Location = append(s.Location, loc)
+		}
+		p.Sample = append(p.Sample, s)
+	}
+	// Through the wire format, as a profile from a server comes.
+	var buf bytes.Buffer
+	if err := p.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	q, err := profile.ParseData(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// Each sample lands in the bucket of what it was for; the shares add up
+// and turn into µs per check; a missing profile is said so.
+func TestProfileBuckets(t *testing.T) {
+	const (
+		grpcHandler = "google.golang.org/grpc.(*Server).processRPC"
+		engine      = "github.com/phantom-authz/phantom-authz/authz.(*Engine).check"
+	)
+	cases := []struct {
+		stack []string
+		want  string
+	}{
+		{[]string{"p256MulInternal", "crypto/internal/fips140/nistec.p256PointAddAffineAsm",
+			"crypto/internal/fips140/ecdsa.Verify[go.shape.*crypto/internal/fips140/nistec.P256Point]",
+			"crypto/ecdsa.VerifyASN1", "github.com/lestrrat-go/dsig.ecdsaVerify", engine, grpcHandler}, "ES256 verify"},
+		{[]string{"runtime.mallocgc", "crypto/ecdsa.SignASN1", "github.com/phantom-authz/phantom-authz/authz/mint.(*Minter).Mint", engine}, "ES256 sign"},
+		{[]string{"crypto/internal/fips140/sha256.block", engine}, "other crypto"},
+		{[]string{"runtime.gcAssistAlloc", "runtime.mallocgc", "github.com/open-policy-agent/opa/v1/topdown.evalTree.next",
+			"github.com/phantom-authz/phantom-authz/authz/policy.(*Engine).Decide", engine}, "policy evaluation (OPA topdown)"},
+		{[]string{"runtime.newobject", "github.com/open-policy-agent/opa/v1/ast.NewObject",
+			"github.com/phantom-authz/phantom-authz/authz/policy.(*builder).object@/src/authz/policy/input.go", engine}, "policy input"},
+		{[]string{"syscall.write", "net/http.(*persistConn).writeLoop"}, "introspection HTTP client"},
+		{[]string{"encoding/json.(*decodeState).object", "github.com/phantom-authz/phantom-authz/authz/binding.(*Binder).checkProof", engine}, "JSON"},
+		{[]string{"github.com/lestrrat-go/jwx/v3/jws/jwsbb.Verify", engine}, "JOSE, other than JSON and crypto (jwx, dsig)"},
+		{[]string{"github.com/dgraph-io/ristretto/v2.(*Cache[...]).Get", engine}, "caches (ristretto)"},
+		// Below: the frame nearest the leaf decides.
+		{[]string{"runtime.memclrNoHeapPointers", "runtime.mallocgc", "runtime.newobject", engine, grpcHandler}, "GC + allocation"},
+		{[]string{"runtime.scanObject", "runtime.gcDrain", "runtime.gcBgMarkWorker"}, "GC + allocation"},
+		{[]string{"internal/runtime/syscall/linux.Syscall6", "syscall.write", "internal/poll.(*FD).Write",
+			"google.golang.org/grpc/internal/transport.(*loopyWriter).run"}, "scheduler + syscalls"},
+		{[]string{"runtime.futex", "runtime.findRunnable", "runtime.schedule"}, "scheduler + syscalls"},
+		{[]string{"runtime.memmove", "google.golang.org/protobuf/internal/impl.consumeBytes", grpcHandler}, "gRPC + protobuf"},
+		{[]string{"runtime.memmove", engine, grpcHandler}, "other phantom-authz"},
+		// Inlined: the innermost function of a location comes first.
+		{[]string{"runtime.memmove", "google.golang.org/protobuf/proto.Size+github.com/phantom-authz/phantom-authz/authz/server.ToResponse", grpcHandler}, "gRPC + protobuf"},
+		{[]string{"aeshashbody", "main.somethingElse"}, "other"},
+	}
+	var stacks [][]string
+	for _, c := range cases {
+		stacks = append(stacks, c.stack)
+	}
+	p := tinyProfile(t, stacks, nil)
+	for i, s := range p.Sample {
+		if got := bucketOf(s); got != cases[i].want {
+			t.Errorf("%s: bucket %q, want %q", strings.Join(cases[i].stack, " < "), got, cases[i].want)
+		}
+	}
+
+	// Weighted: 3 verify samples, 1 gRPC sample.
+	p = tinyProfile(t, [][]string{{"crypto/ecdsa.Verify", engine}, {"google.golang.org/grpc.recv", grpcHandler}}, []int64{3, 1})
+	c, err := classify(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.samples != 2 || c.sampled != 40*time.Millisecond || c.share["ES256 verify"] != 0.75 || c.share["gRPC + protobuf"] != 0.25 {
+		t.Errorf("classified %+v", c)
+	}
+	if _, err := classify(&profile.Profile{SampleType: []*profile.ValueType{{Type: "alloc_space", Unit: "bytes"}}}); err == nil {
+		t.Error("a heap profile: want an error")
+	}
+
+	sc := &scenario{id: "b1", title: "new JWTs"}
+	mk := func(sc *scenario, cpu time.Duration) *result {
+		return &result{sc: sc, s: &sample{requests: 1000, elapsed: time.Second, serverCPU: 1000 * cpu}}
+	}
+	pr := &pair{scenario: mk(sc, 200*time.Microsecond), noop: mk(&noop, 40*time.Microsecond)}
+	pr.scenario.prof = c
+	pr.noop.profErr = "connection refused"
+	var b strings.Builder
+	profileMarkdown(&b, []*pair{pr})
+	for _, want := range []string{
+		"| ES256 verify | 75.0% | 150.0 | – | – |",
+		"| gRPC + protobuf | 25.0% | 50.0 | – | – |",
+		"no-op server 40.0 µs (profile missing: connection refused)",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("profile section lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "| JSON |") {
+		t.Errorf("an empty bucket is listed:\n%s", b.String())
+	}
+}
+
+// The floor of a cold scenario is the no-op server's CPU plus its crypto,
+// beside the target.
+func TestFloors(t *testing.T) {
+	sc := &scenario{id: "e", title: "DPoP", targets: []target{cpuAtMost(2.8)}, verifies: 1}
+	mk := func(sc *scenario, cpu time.Duration) *result {
+		return &result{sc: sc, s: &sample{requests: 1000, elapsed: time.Second, serverCPU: 1000 * cpu}}
+	}
+	p := &pair{scenario: mk(sc, 120*time.Microsecond), noop: mk(&noop, 40*time.Microsecond)}
+	var b strings.Builder
+	floorMarkdown(&b, []*pair{p}, es256Cost{verify: 80 * time.Microsecond, sign: 30 * time.Microsecond})
+	want := "| e | 40.0 µs | 1 ES256 verify: 80.0 µs | 120.0 µs | 3.00× | 2.8× (112.0 µs) | 120.0 µs (3.00×) |"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("floors lack %q:\n%s", want, b.String())
+	}
+	if c := measureES256(20); c.err != nil || c.verify <= 0 || c.sign <= 0 {
+		t.Errorf("measureES256: %+v", c)
+	}
+}
+
+// The no-op server gets the scenario's requests without using up the
+// values (JWTs, proofs) the scenario needs new.
+func TestNoopTraffic(t *testing.T) {
+	vals := []string{"v0", "v1", "v2", "v3"}
+	var next atomic.Int64
+	tr := traffic{tmpl: template{b: []byte("xxv0"), slot: 2, n: 2}, fill: inTurn(vals, &next),
+		again: func() func(c, n int, dst []byte) { return inTurn(vals, new(atomic.Int64)) }}
+	n := tr.forNoop()
+	if !bytes.Equal(n.tmpl.b, tr.tmpl.b) {
+		t.Errorf("no-op template %q, want the scenario's %q", n.tmpl.b, tr.tmpl.b)
+	}
+	dst := make([]byte, 2)
+	for range 3 {
+		n.fill(0, 0, dst)
+	}
+	if string(dst) != "v3" {
+		t.Errorf("no-op's third value %q, want v3", dst)
+	}
+	tr.fill(0, 0, dst)
+	if string(dst) != "v1" || next.Load() != 1 {
+		t.Errorf("the scenario's first value %q (counter %d), want v1: the no-op used up the scenario's values", dst, next.Load())
+	}
+	// A fill of c and n alone serves both as it is.
+	u, err := uniqueOpaque(nil)
+	if err != nil || u.again != nil || u.forNoop().fill == nil {
+		t.Errorf("uniqueOpaque: %v, again set: %v", err, u.again != nil)
+	}
+}
+
+// The real phantom-authz as the harness starts it: its profiles refuse a
+// caller without the admin token or with a wrong one (401 and the admin
+// challenge), and give the harness, which holds it, a CPU profile it
+// reads.
+func TestServerPProf(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs phantom-authz")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{opts: options{root: root}, dir: t.TempDir()}
+	if err := e.build(); err != nil {
+		t.Fatal(err)
+	}
+	if e.idp, err = startIDP(); err != nil {
+		t.Fatal(err)
+	}
+	defer e.idp.close()
+	if err := e.writeAdminToken(); err != nil {
+		t.Fatal(err)
+	}
+	sc := scenarios(time.Second)[0]
+	srv, addr, err := sc.start(e, "pprof-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.stop()
+	tr, err := sc.traffic(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitReady(t.Context(), srv, addr, tr.tmpl.b, allowWithJWT); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ auth, challenge string }{
+		{"", `Bearer realm="phantom-authz-admin"`},
+		{"Bearer " + strings.Repeat("0", len(e.adminToken)), `Bearer realm="phantom-authz-admin", error="invalid_token"`},
+		{"Basic " + e.adminToken, `Bearer realm="phantom-authz-admin"`},
+	} {
+		for _, path := range []string{"profile?seconds=1", "heap", "goroutine?debug=2", ""} {
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.pprof+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.auth != "" {
+				req.Header.Set("Authorization", c.auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != c.challenge {
+				t.Errorf("%q %s: status %d, challenge %q; want 401 %q", c.auth, path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), c.challenge)
+			}
+		}
+	}
+	prof, err := e.fetchProfile(t.Context(), srv, 1, "pprof-a")
+	if err != nil {
+		t.Fatalf("profile with the admin token: %v", err)
+	}
+	if prof.duration < 900*time.Millisecond {
+		t.Errorf("profile of %v, want about 1 s", prof.duration)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "pprof-a.pb.gz")); err != nil {
+		t.Errorf("raw profile not kept: %v", err)
+	}
+	if b, _ := os.ReadFile(srv.log); strings.Contains(string(b), e.adminToken) {
+		t.Errorf("the admin token is in the server's log:\n%s", b)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +31,7 @@ type options struct {
 	slices                   int
 	binDir                   string
 	strict                   bool
+	profiles                 string
 	envoy                    envoyOptions
 }
 
@@ -47,6 +50,7 @@ func main() {
 	flag.IntVar(&o.clientProcs, "client-procs", 0, "GOMAXPROCS of the load generator (0: all cores)")
 	flag.StringVar(&o.binDir, "bin", "", "directory with phantom-authz and noop-authz already built (default: build them)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is not met")
+	flag.StringVar(&o.profiles, "profiles", "", "directory to keep the servers' raw CPU profiles in (<scenario>-<server>.pb.gz; default: discarded)")
 	flag.DurationVar(&o.envoy.window, "envoy-window", 6*time.Second, "closed-loop window per setup through Envoy (scenario envoy)")
 	flag.DurationVar(&o.envoy.fixedWindow, "envoy-fixed-window", 5*time.Second, "fixed-rate window per setup through Envoy")
 	flag.IntVar(&o.envoy.connections, "envoy-conns", 32, "wrk connections to Envoy")
@@ -80,6 +84,19 @@ func run(o options) error {
 	if err := e.build(); err != nil {
 		return err
 	}
+	if err := e.writeAdminToken(); err != nil {
+		return err
+	}
+	if o.profiles != "" {
+		if err := os.MkdirAll(o.profiles, 0o755); err != nil {
+			return err
+		}
+	}
+	// On one thread while nothing else of the harness runs.
+	e.es256 = measureES256(es256Ops)
+	if e.es256.err == nil {
+		fmt.Fprintf(os.Stderr, "bench: ES256 on this machine: verify %s, sign %s (CPU time of one thread)\n", us(e.es256.verify), us(e.es256.sign))
+	}
 	if e.idp, err = startIDP(); err != nil {
 		return err
 	}
@@ -88,7 +105,7 @@ func run(o options) error {
 	h := header{
 		commit: commit(o.root), date: time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		goVersion: runtime.Version(), cpu: cpuModel(), cores: runtime.NumCPU(),
-		loadBefore: loadAverage(), opts: o,
+		loadBefore: loadAverage(), opts: o, es256: e.es256,
 	}
 	var results []*pair
 	for i, sc := range scenarios(o.soak) {
@@ -161,15 +178,19 @@ func (e *env) runPair(ctx context.Context, sc *scenario, name string) (*pair, er
 		sc     *scenario
 		window time.Duration
 	}{{&noop, e.opts.window}, {sc, window}}
+	// The no-op server gets the scenario's requests (a JWT, a DPoP proof),
+	// so the floor receives and decodes as many bytes.
+	str, err := sc.traffic(e)
+	if err != nil {
+		return nil, err
+	}
+	trs := []traffic{str.forNoop(), str}
 
 	loads := make([]*load, 2)
 	srvs := make([]*server, 2)
 	rs := make([]*result, 2)
 	for i, side := range sides {
-		tr, err := side.sc.traffic(e)
-		if err != nil {
-			return nil, err
-		}
+		tr := trs[i]
 		srv, addr, err := side.sc.start(e, name+"-"+side.sc.id)
 		if err != nil {
 			return nil, err
@@ -197,6 +218,7 @@ func (e *env) runPair(ctx context.Context, sc *scenario, name string) (*pair, er
 		}
 	}
 	intro0 := e.idp.introspections.Load()
+	profs := make([]*profiling, 2)
 	for k := range slicesN {
 		for j := range 2 {
 			i := j
@@ -204,6 +226,11 @@ func (e *env) runPair(ctx context.Context, sc *scenario, name string) (*pair, er
 				i = 1 - j // noop, scenario, scenario, noop, noop, ...
 			}
 			d := sides[i].window / time.Duration(slicesN)
+			if k == 0 {
+				// A CPU profile over the side's first slice, taken by the
+				// server while the slice runs: what is measured is the same.
+				profs[i] = e.startProfile(ctx, srvs[i], profileSeconds(d), name+"-"+sides[i].sc.id)
+			}
 			if err := loads[i].run(ctx, srvs[i].pid(), d, rs[i].s); err != nil {
 				return nil, err
 			}
@@ -212,13 +239,30 @@ func (e *env) runPair(ctx context.Context, sc *scenario, name string) (*pair, er
 			}
 		}
 	}
-	for _, r := range rs {
+	for i, r := range rs {
 		r.s.finish()
+		var err error
+		if r.prof, err = profs[i].wait(); err != nil {
+			r.profErr = err.Error()
+			fmt.Fprintf(os.Stderr, "bench: %s: no CPU profile of %s: %v\n", sc.id, sides[i].sc.id, err)
+		}
 	}
 	if n := e.idp.introspections.Load() - intro0; n > 0 && sc.id == "c" {
 		rs[1].note = fmt.Sprintf("%d introspections", n)
 	}
 	return &pair{scenario: rs[1], noop: rs[0]}, nil
+}
+
+// writeAdminToken makes the servers' admin credential (their profiles
+// demand it) and the file admin.token_file names.
+func (e *env) writeAdminToken() error {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	e.adminToken = hex.EncodeToString(b)
+	e.adminTokenFile = filepath.Join(e.dir, "admin-token")
+	return os.WriteFile(e.adminTokenFile, []byte(e.adminToken+"\n"), 0o600)
 }
 
 // build compiles the two servers, unless -bin names a directory with them.

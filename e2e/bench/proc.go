@@ -96,10 +96,12 @@ func loadAverage() string {
 // server is a server process the harness started.
 type server struct {
 	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
+	// pprof is the base URL of its /debug/pprof/ (empty: none).
+	pprof string
+	cmd   *exec.Cmd
+	log   string
+	done  chan struct{}
+	err   error
 }
 
 // startServer runs path with args, GOMAXPROCS set to procs (when > 0), its

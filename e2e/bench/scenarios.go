@@ -31,6 +31,10 @@ type scenario struct {
 	slices         int
 	// targets are checked against the no-op server's figures.
 	targets []target
+	// verifies and signs are the ES256 operations every check of the
+	// scenario cannot avoid (its floor is the no-op server's CPU plus
+	// them).
+	verifies, signs int
 }
 
 // traffic is the requests of a scenario: a pre-encoded template and, when
@@ -38,6 +42,12 @@ type scenario struct {
 type traffic struct {
 	tmpl template
 	fill func(c, n int, dst []byte)
+	// again, when fill keeps state of its own (values handed out in turn),
+	// is a fill over the same values with a state of its own, for the no-op
+	// server beside the scenario: it must not use up values the scenario
+	// needs new. nil when fill depends only on c and n (each server's load
+	// counts its own n).
+	again func() func(c, n int, dst []byte)
 	// note says something about the run once it is over (optional).
 	note func() string
 }
@@ -48,9 +58,29 @@ type env struct {
 	dir  string // temporary files and server logs
 	bins struct{ authz, noop string }
 	idp  *idp
+	// adminToken is the servers' admin credential (admin.token_file), for
+	// their profiles; adminTokenFile holds it.
+	adminToken, adminTokenFile string
+	// es256 is what an ES256 verification and signature cost here.
+	es256 es256Cost
 	// setups and eopts are the Envoy-level benchmark's (envoy.go).
 	setups []envoySetup
 	eopts  envoyOptions
+}
+
+// forNoop is the same requests for the no-op server beside the scenario.
+func (t traffic) forNoop() traffic {
+	n := traffic{tmpl: t.tmpl, fill: t.fill}
+	if t.again != nil {
+		n.fill = t.again()
+	}
+	return n
+}
+
+// inTurn hands vals out in turn to all callers, from one counter: next
+// counts what it handed out.
+func inTurn(vals []string, next *atomic.Int64) func(c, n int, dst []byte) {
+	return func(_, _ int, dst []byte) { copy(dst, vals[int(next.Add(1))%len(vals)]) }
 }
 
 // opaqueToken is a made-up opaque access token the harness's IdP knows:
@@ -125,10 +155,11 @@ func jwtPool(n int) func(e *env) (traffic, error) {
 		// Every request a new JWT: a shared counter hands them out.
 		var next atomic.Int64
 		return traffic{
-			tmpl: t,
-			fill: func(_, _ int, dst []byte) { copy(dst, jwts[int(next.Add(1)-1)%len(jwts)]) },
+			tmpl:  t,
+			fill:  inTurn(jwts, &next),
+			again: func() func(c, n int, dst []byte) { return inTurn(jwts, new(atomic.Int64)) },
 			note: func() string {
-				if sent := next.Load(); sent > int64(len(jwts)) {
+				if sent := next.Load(); sent >= int64(len(jwts)) {
 					return fmt.Sprintf("%d JWTs for %d requests: some repeated", len(jwts), sent)
 				}
 				return ""
@@ -159,7 +190,8 @@ func cyclingOpaque(n int) func(*env) (traffic, error) {
 	}
 }
 
-// noop is the reference every scenario runs side by side with.
+// noop is the reference every scenario runs side by side with (with the
+// scenario's traffic; staticOpaque when alone, as through Envoy).
 var noop = scenario{id: "noop", title: "no-op server", noop: true, traffic: staticOpaque}
 
 // dpopBound sends one DPoP-bound opaque token (cached) with a new DPoP
@@ -177,8 +209,9 @@ func dpopBound(e *env) (traffic, error) {
 	}
 	var next atomic.Int64
 	return traffic{
-		tmpl: t,
-		fill: func(_, _ int, dst []byte) { copy(dst, proofs[int(next.Add(1))%len(proofs)]) },
+		tmpl:  t,
+		fill:  inTurn(proofs, &next),
+		again: func() func(c, n int, dst []byte) { return inTurn(proofs, new(atomic.Int64)) },
 		note: func() string {
 			if sent := next.Load(); sent >= int64(len(proofs)) {
 				return fmt.Sprintf("%d proofs for %d requests: replays refused", len(proofs), sent)
@@ -203,13 +236,13 @@ func scenarios(soak time.Duration) []scenario {
 			targets: []target{cpuAtMost(2.5), p99AtMost(1.5)}},
 		{id: "b1", title: "by-value JWT (ES256), a new JWT every request",
 			config: issuerConfig, traffic: jwtPool(0),
-			targets: []target{cpuAtMost(3.5)}},
+			targets: []target{cpuAtMost(3.5)}, verifies: 1},
 		{id: "c", title: "cache miss: a new opaque token every request, introspected, JWT minted",
 			config: introspectionConfig, traffic: uniqueOpaque,
-			targets: []target{cpuAtMost(4.5)}},
+			targets: []target{cpuAtMost(4.5)}, signs: 1},
 		{id: "e", title: "DPoP-bound opaque token (cached), a new DPoP proof (ES256) every request",
 			config: introspectionConfig, traffic: dpopBound,
-			targets: []target{cpuAtMost(2.8)}},
+			targets: []target{cpuAtMost(2.8)}, verifies: 1},
 		{id: "d", title: "1,000 distinct opaque tokens cycling",
 			config: introspectionConfig, traffic: cyclingOpaque(1000),
 			warmup: 5 * time.Second, window: soak, slices: 12,
@@ -224,23 +257,30 @@ func (s *scenario) start(e *env, name string) (*server, string, error) {
 		return nil, "", err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(grpcPort)
-	if s.noop {
-		srv, err := startServer(e.dir, name, e.opts.serverProcs, e.bins.noop, "-addr", addr)
-		return srv, addr, err
-	}
 	httpPort, err := freePort()
 	if err != nil {
 		return nil, "", err
 	}
+	httpAddr := "127.0.0.1:" + strconv.Itoa(httpPort)
+	if s.noop {
+		srv, err := startServer(e.dir, name, e.opts.serverProcs, e.bins.noop, "-addr", addr, "-pprof", httpAddr)
+		if srv != nil {
+			srv.pprof = "http://" + httpAddr + "/debug/pprof/"
+		}
+		return srv, addr, err
+	}
 	cfg := fmt.Sprintf(`grpc:
   addr: %s
 http:
-  addr: 127.0.0.1:%d
+  addr: %s
 policy:
   dir: %s
 log:
   level: warn
-`, addr, httpPort, filepath.Join(e.opts.root, "policies"))
+admin:
+  token_file: %s
+  pprof: true
+`, addr, httpAddr, filepath.Join(e.opts.root, "policies"), e.adminTokenFile)
 	if s.config != nil {
 		cfg += s.config(e)
 	}
@@ -249,6 +289,9 @@ log:
 		return nil, "", err
 	}
 	srv, err := startServer(e.dir, name, e.opts.serverProcs, e.bins.authz, "serve", "--config", path)
+	if srv != nil {
+		srv.pprof = "http://" + httpAddr + "/debug/pprof/"
+	}
 	return srv, addr, err
 }
 
