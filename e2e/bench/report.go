@@ -261,14 +261,15 @@ const notes = `## How to read it
   start of the run, 2,000 of each, by the CPU time of the one thread that
   ran them. **Floors of the cold scenarios** adds to the no-op server's
   CPU/check the ES256 operations a scenario cannot avoid (b1: one
-  verification; c: one signature; e: one verification): no server can check
-  for less on this machine. Where the floor is above the CPU target (or
+  verification; c: one signature; e: one verification): no server on this
+  gRPC stack can check for less on this machine. Where the floor is above the CPU target (or
   close to it), the target asks for less than the crypto costs here.
 - **Where the server CPU goes**: each server (phantom-authz with
   ` + "`admin.pprof`" + `, the no-op server with ` + "`-pprof`" + `) is asked for a CPU profile
   (` + "`/debug/pprof/profile?seconds=N`" + `, N the slice's length in whole seconds,
   at least 1) while its first measured slice runs; the load and what is
-  measured stay as they are (profiling at 100 Hz costs the server about 1%).
+  measured stay as they are (the profiler's 100 Hz signal costs the server
+  a little CPU in that slice).
   Each sample goes to one bucket: the first of ES256 verify, ES256 sign,
   other crypto, policy input (the input built as OPA AST values, with the
   claims it decodes), policy evaluation (OPA topdown), introspection HTTP
