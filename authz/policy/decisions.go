@@ -73,8 +73,12 @@ const (
 // policies can read.
 type keyPlan struct {
 	ops []keyOp
-	// token: the policies read input.token.
-	token bool
+	// token: the policies read input.token. tokenByValue: they read
+	// named fields of it, tokenFields, so a token's values of those key
+	// its decisions (tokenkey.go); else its identity does.
+	token        bool
+	tokenByValue bool
+	tokenFields  []tokenField
 	// headers: some op reads r.Headers by name.
 	headers bool
 }
@@ -142,6 +146,7 @@ func newKeyPlan(c *ast.Compiler, n *need) *keyPlan {
 		p.headers = true
 	}
 	p.token = n.has(kToken)
+	p.tokenFields, p.tokenByValue = tokenPlan(n.child(kToken))
 	return p
 }
 
@@ -460,14 +465,19 @@ func (k *decisionKey) make(set *policySet, r *authz.Request, ti *tokenInput) {
 	if !validTarget(r.Path) {
 		return // refused by the builder, whatever the policy reads
 	}
-	var id uint64
-	if p.token && ti != nil {
-		if id = ti.id; id == 0 {
-			return // a token that was not prepared: nothing to key it by
-		}
-	}
 	k.w.uint64(set.gen)
-	k.w.uint64(id)
+	switch {
+	case !p.token || ti == nil:
+		k.w.uvarint(0) // no token, or the policies do not read it
+	case p.tokenByValue && ti.keyGen == set.gen:
+		k.w.uvarint(1)
+		k.w.str(ti.key)
+	case ti.id == 0:
+		return // a token that was not prepared: nothing to key it by
+	default:
+		k.w.uvarint(2)
+		k.w.uint64(ti.id)
+	}
 	k.ok = p.writeKey(&k.w, r)
 }
 

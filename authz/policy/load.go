@@ -213,7 +213,7 @@ func compileSet(ctx context.Context, query string, parsed map[string]*ast.Module
 		return nil, fmt.Errorf("policy: query %q: %s", query, explain(err))
 	}
 
-	need := inputNeed(compiler, body)
+	need := inputNeed(compiler, body, obj)
 	return &policySet{
 		plan:          newKeyPlan(compiler, need),
 		gen:           setGenerations.Add(1),

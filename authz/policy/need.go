@@ -52,24 +52,181 @@ var inputKeys = func() map[string]*ast.Term {
 	return m
 }()
 
-// inputNeed returns what the compiled modules and the query read of input.
-func inputNeed(c *ast.Compiler, query ast.Body) *need {
+// inputNeed returns what the compiled modules and the query read of input;
+// data is the set's base documents.
+//
+// A claim read by a name the function was given, input.token.claims[claim]
+// in a function whose parameter claim is (FAPI's consent_matches), needs
+// only the claims its callers name, when each call names one with a string
+// or with base data (data.openbanking.settings.consent_claim); else, as for
+// any claim read by a variable, all claims.
+func inputNeed(c *ast.Compiler, query ast.Body, data ast.Object) *need {
 	root := &need{}
-	visit := func(r ast.Ref) bool {
-		if !r.HasPrefix(ast.InputRootRef) {
-			return false
-		}
-		root.add(r[1:])
-		return false
-	}
+	var params []claimParam
 	for _, m := range c.Modules {
-		ast.WalkRefs(m, visit)
+		ast.WalkRules(m, func(rule *ast.Rule) bool {
+			ast.WalkRefs(rule.Body, func(r ast.Ref) bool {
+				if !r.HasPrefix(ast.InputRootRef) {
+					return false
+				}
+				if i, ok := claimByParam(rule, r); ok {
+					params = append(params, claimParam{fn: rule.Ref(), arg: i, rest: r})
+					return false
+				}
+				root.add(r[1:])
+				return false
+			})
+			// The head: a rule's value, key and arguments.
+			ast.WalkRefs(rule.Head, func(r ast.Ref) bool {
+				if r.HasPrefix(ast.InputRootRef) {
+					root.add(r[1:])
+				}
+				return false
+			})
+			return false
+		})
 	}
-	ast.WalkRefs(query, visit)
+	ast.WalkRefs(query, func(r ast.Ref) bool {
+		if r.HasPrefix(ast.InputRootRef) {
+			root.add(r[1:])
+		}
+		return false
+	})
+	// A with modifier can replace the data a call names its claim with, or
+	// the function itself with one no call names: then no name is known.
+	replaced := usesWith(c, query)
+	for _, p := range params {
+		names, ok := claimNamesPassed(c, query, data, p)
+		ok = ok && !replaced
+		if !ok {
+			root.add(p.rest[1:]) // claims[var]: all claims
+			continue
+		}
+		for _, name := range names {
+			root.add(ast.Ref{ast.InputRootDocument, kToken, kClaims, ast.StringTerm(name)}[1:])
+		}
+	}
 	if !root.all && len(root.children) == 0 {
 		return nil
 	}
 	return root
+}
+
+// usesWith reports whether any expression of the set or the query has a
+// with modifier.
+func usesWith(c *ast.Compiler, query ast.Body) bool {
+	found := false
+	visit := func(e *ast.Expr) bool {
+		found = found || len(e.With) > 0
+		return found
+	}
+	for _, m := range c.Modules {
+		ast.WalkExprs(m, visit)
+	}
+	ast.WalkExprs(query, visit)
+	return found
+}
+
+// claimParam is a function's read of input.token.claims[p], p its
+// parameter number arg; rest is the whole ref.
+type claimParam struct {
+	fn   ast.Ref
+	arg  int
+	rest ast.Ref
+}
+
+// claimByParam reports whether r reads input.token.claims[v] with v a
+// parameter of the function rule, and which.
+func claimByParam(rule *ast.Rule, r ast.Ref) (int, bool) {
+	if len(rule.Head.Args) == 0 || len(r) < 4 || !r[1].Equal(kToken) || !r[2].Equal(kClaims) {
+		return 0, false
+	}
+	v, ok := r[3].Value.(ast.Var)
+	if !ok {
+		return 0, false
+	}
+	for i, a := range rule.Head.Args {
+		if av, ok := a.Value.(ast.Var); ok && av.Equal(v) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// claimNamesPassed returns the claim names every call of p.fn passes as its
+// parameter p.arg: a string, or a string of base data (directly, or through
+// a variable the calling body binds to one); ok is false when a call passes
+// anything else.
+func claimNamesPassed(c *ast.Compiler, query ast.Body, data ast.Object, p claimParam) (names []string, ok bool) {
+	ok = true
+	visit := func(body ast.Body) {
+		for _, e := range body {
+			ast.WalkExprs(e, func(x *ast.Expr) bool {
+				if !ok || !x.IsCall() || !x.Operator().Equal(p.fn) {
+					return false
+				}
+				name, found := stringArg(x.Operand(p.arg), body, data)
+				if !found {
+					ok = false
+					return true
+				}
+				names = append(names, name)
+				return false
+			})
+		}
+	}
+	for _, m := range c.Modules {
+		ast.WalkRules(m, func(rule *ast.Rule) bool {
+			visit(rule.Body)
+			return !ok
+		})
+	}
+	visit(query)
+	return names, ok
+}
+
+// stringArg resolves a call's argument to a string: a string term, a ref to
+// base data holding one, or a variable body binds (v = x, v := x) to either.
+func stringArg(arg *ast.Term, body ast.Body, data ast.Object) (string, bool) {
+	if arg == nil {
+		return "", false
+	}
+	if v, ok := arg.Value.(ast.Var); ok {
+		bound := false
+		for _, e := range body {
+			if !e.IsEquality() && !e.IsAssignment() {
+				continue
+			}
+			l, r := e.Operand(0), e.Operand(1)
+			switch {
+			case l.Equal(ast.VarTerm(string(v))):
+				arg, bound = r, true
+			case r.Equal(ast.VarTerm(string(v))):
+				arg, bound = l, true
+			}
+			if bound {
+				break
+			}
+		}
+		if !bound {
+			return "", false
+		}
+	}
+	switch x := arg.Value.(type) {
+	case ast.String:
+		return string(x), true
+	case ast.Ref:
+		if !x.HasPrefix(ast.DefaultRootRef) || !x.IsGround() || data == nil {
+			return "", false
+		}
+		v, err := data.Find(x[1:])
+		if err != nil {
+			return "", false
+		}
+		s, ok := v.(ast.String)
+		return string(s), ok
+	}
+	return "", false
 }
 
 // add marks the path (the ref after "input") as read. The path stops at the
@@ -104,6 +261,22 @@ func (n *need) add(path ast.Ref) {
 	}
 	// The path ends here: the whole value is read.
 	n.setAll()
+}
+
+// childNamed returns the need below the field called name (nil: not read).
+func (n *need) childNamed(name string) *need {
+	if n == nil {
+		return nil
+	}
+	if n.all {
+		return n
+	}
+	for k, c := range n.children {
+		if string(k.Value.(ast.String)) == name {
+			return c
+		}
+	}
+	return nil
 }
 
 // named returns the key term of the child called name, a new one when

@@ -190,7 +190,13 @@ func (e *Engine) PrepareToken(tok *token.Token) error {
 	if err := checkClaims(claims); err != nil {
 		return err
 	}
-	tok.Prepared = &tokenInput{id: tokenIDs.Add(1)}
+	ti := &tokenInput{id: tokenIDs.Add(1)}
+	if set := e.set.Load(); set != nil && set.plan != nil && set.plan.tokenByValue {
+		if key, ok := set.plan.tokenKey(tok, claims); ok {
+			ti.key, ti.keyGen = string(key), set.gen
+		}
+	}
+	tok.Prepared = ti
 	return nil
 }
 

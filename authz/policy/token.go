@@ -23,11 +23,15 @@ type tokenInput struct {
 	// id identifies the token in decision cache keys; 0 for one built for a
 	// single request (not prepared), which is never cached.
 	id uint64
+	// key is the token's values of the fields the policy set of generation
+	// keyGen reads (tokenkey.go); keyGen 0: none.
+	key    string
+	keyGen uint64
 }
 
 // Size reports the memory the token's prepared input holds, so the token
 // cache counts it (token.Token.Prepared).
-func (ti *tokenInput) Size() int64 { return 16 }
+func (ti *tokenInput) Size() int64 { return 48 + int64(len(ti.key)) }
 
 // withTerm returns ti with input.token built from tok when ti has none.
 func (ti *tokenInput) withTerm(tok *token.Token) (*tokenInput, error) {
@@ -38,7 +42,7 @@ func (ti *tokenInput) withTerm(tok *token.Token) (*tokenInput, error) {
 	if err != nil {
 		return nil, err
 	}
-	full.id = ti.id
+	full.id, full.key, full.keyGen = ti.id, ti.key, ti.keyGen
 	return full, nil
 }
 
