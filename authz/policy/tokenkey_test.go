@@ -171,3 +171,43 @@ claim_is(name, value) if input.token.claims[name] == value
 		t.Fatal("bob allowed on alice's level claim")
 	}
 }
+
+// The Open Banking accounts API: the consent a token was granted for is a
+// claim the shipped policies read through fapi.consent_matches, named by
+// data (openbanking_intent_id). Mallory's token, of the same client and
+// scope as Alice's, presenting Alice's consent id gets no decision cached
+// for Alice's token.
+func TestShippedConsentNotSharedAcrossTokens(t *testing.T) {
+	e, err := policy.New(policy.Config{Dir: "../../policies", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consentToken := func(sub, consent string) *token.Token {
+		tok := &token.Token{Active: true, Kind: token.KindOpaque, Scopes: []string{"accounts"}, ClientID: "tpp-1", Subject: sub,
+			Claims: map[string]any{"sub": sub, "client_id": "tpp-1", "openbanking_intent_id": consent}}
+		if err := e.PrepareToken(tok); err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	r := getRequest("/accounts/1", map[string]string{"consent-id": "c-alice"})
+	r.ContextExtensions = map[string]string{"api": "ob-accounts"}
+	alice, mallory := consentToken("alice", "c-alice"), consentToken("mallory", "c-mallory")
+	for _, d := range decideN(t, e, r, alice, 2) {
+		if !d.Allowed {
+			t.Fatalf("alice with her consent: %+v", d)
+		}
+	}
+	if policy.DecisionCached(e, r, mallory) {
+		t.Fatal("mallory was served alice's cached decision")
+	}
+	for _, d := range decideN(t, e, r, mallory, 2) {
+		if d.Allowed || d.Status != 403 {
+			t.Fatalf("mallory with alice's consent id: %+v, want 403", d)
+		}
+	}
+	// Another token for Alice's consent (a refreshed one) shares it.
+	if !policy.DecisionCached(e, r, consentToken("alice-2", "c-alice")) {
+		t.Error("a new token for the same consent, client and scope evaluated again")
+	}
+}
