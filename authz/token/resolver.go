@@ -284,7 +284,10 @@ func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, bool, e
 		// goroutine, whose stack has grown already. On one of its own (as
 		// below) a verification grew a new stack by copying it, 4% of the
 		// server's CPU under a stream of new JWTs (e2e/bench b1); and no
-		// caller would give up before it ends anyway.
+		// caller would give up before it ends anyway. (Should the key set
+		// change in between and the key go, the flight fetches the JWKS,
+		// and its callers wait for that, within the JWKS timeout, instead
+		// of giving up with their context.)
 		res.Val, res.Err, res.Shared = r.flights.Do(key, flight)
 	} else {
 		select {
