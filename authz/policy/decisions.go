@@ -24,9 +24,11 @@ import (
 // marks Nondeterministic). So a decision is cached under a key made of
 //
 //   - the policy set's generation: a reload starts afresh;
-//   - the token's identity (a number given to each prepared token), when the
-//     policies read input.token: a decision is never served for another token,
-//     and dies with the token's cache entry;
+//   - when the policies read input.token, the token's values of the fields
+//     they read (tokenkey.go): a decision is served to another token only
+//     when its input cannot differ; or, when they read the whole token or
+//     claims by a name not known before they run, the token's identity (a
+//     number given to each prepared token);
 //   - the request's value of every field the policies can read, each
 //     length-prefixed, in an order fixed per policy set;
 //
