@@ -44,6 +44,12 @@ const (
 	tokenClaim
 )
 
+// tokenFieldNames are input.token's fields (newTokenInput) but claims, by name.
+var tokenFieldNames = map[string]tokenFieldKind{
+	"active": tokenActive, "kind": tokenKind, "scopes": tokenScopes, "client_id": tokenClientID,
+	"sub": tokenSub, "exp": tokenExp, "iss": tokenIss, "cnf": tokenCnf,
+}
+
 // maxTokenKey bounds the bytes of a token's key: a token whose fields read
 // by the policies are larger is keyed by its identity.
 const maxTokenKey = 256
@@ -56,24 +62,7 @@ func tokenPlan(tn *need) (fields []tokenField, ok bool) {
 		return nil, false
 	}
 	for _, name := range tn.names() {
-		switch name {
-		case "active":
-			fields = append(fields, tokenField{kind: tokenActive})
-		case "kind":
-			fields = append(fields, tokenField{kind: tokenKind})
-		case "scopes":
-			fields = append(fields, tokenField{kind: tokenScopes})
-		case "client_id":
-			fields = append(fields, tokenField{kind: tokenClientID})
-		case "sub":
-			fields = append(fields, tokenField{kind: tokenSub})
-		case "exp":
-			fields = append(fields, tokenField{kind: tokenExp})
-		case "iss":
-			fields = append(fields, tokenField{kind: tokenIss})
-		case "cnf":
-			fields = append(fields, tokenField{kind: tokenCnf})
-		case "claims":
+		if name == "claims" {
 			cn := tn.childNamed(name)
 			if cn.all {
 				return nil, false
@@ -81,8 +70,12 @@ func tokenPlan(tn *need) (fields []tokenField, ok bool) {
 			for _, c := range cn.names() {
 				fields = append(fields, tokenField{kind: tokenClaim, name: c})
 			}
-		default:
-			// Not a field of input.token: undefined for every token.
+			continue
+		}
+		// A name not in tokenFieldNames is not a field of input.token:
+		// undefined for every token.
+		if kind, ok := tokenFieldNames[name]; ok {
+			fields = append(fields, tokenField{kind: kind})
 		}
 	}
 	return fields, true
