@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"errors"
 	"fmt"
@@ -84,12 +85,35 @@ func (p *publicKeys) match(kid string, alg jwa.SignatureAlgorithm) []any {
 		if kid != "" && k.kid != kid {
 			continue
 		}
-		if k.alg != "" && k.alg != alg.String() {
+		if k.alg != "" && k.alg != alg.String() || !fits(k.key, alg.String()) {
 			continue
 		}
 		out = append(out, k.key)
 	}
 	return out
+}
+
+// fits reports whether key may verify alg: its type, and for ECDSA its
+// curve (RFC 7518 §3.4: ES256 is P-256, ES384 P-384, ES512 P-521). A
+// signature by the set's P-384 key must not pass as ES256.
+func fits(key any, alg string) bool {
+	switch k := key.(type) {
+	case *ecdsa.PublicKey:
+		switch alg {
+		case "ES256":
+			return k.Curve == elliptic.P256()
+		case "ES384":
+			return k.Curve == elliptic.P384()
+		case "ES512":
+			return k.Curve == elliptic.P521()
+		}
+		return false
+	case *rsa.PublicKey:
+		return strings.HasPrefix(alg, "RS") || strings.HasPrefix(alg, "PS")
+	case ed25519.PublicKey:
+		return alg == "EdDSA" || alg == "Ed25519"
+	}
+	return false
 }
 
 // has reports whether the keys at hand include one for kid and alg.

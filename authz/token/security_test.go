@@ -8,9 +8,12 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +25,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwa"
 
 	"github.com/phantom-authz/phantom-authz/authz/internal/logtest"
 )
@@ -609,6 +614,60 @@ func TestConcurrentNewJWTVerifiedOnce(t *testing.T) {
 	for _, tok := range toks {
 		if tok == nil || tok != toks[0] || tok.Subject == "" {
 			t.Fatal("callers got different or empty Tokens")
+		}
+	}
+}
+
+// A key of the issuer's set may only verify the algorithm its type and
+// curve are for (RFC 7518 §3.4: ES256 is P-256): a token whose header says
+// ES256 but whose signature is by the set's P-384 key, or that names an
+// RSA or Ed25519 key for ES256, is refused.
+func TestKeyMustFitTheAlgorithm(t *testing.T) {
+	testKeys(t)
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keysP384 := signingKey{"p384", jwa.ES384(), p384}
+	jwks := newJWKSServer(t, keysES, keysP384, keysPS, keysEd)
+	ic := issuerConfig(jwks)
+	ic.Algorithms = []string{"ES256", "ES384", "PS256", "EdDSA"}
+	r := mustNew(t, Config{Issuers: []IssuerConfig{ic}})
+	claims := claimsAt(time.Now())
+
+	// ES256 over the signing input, signed with the P-384 key (r‖s of 48
+	// bytes each, as that key's curve sizes them).
+	forge := func(kid string) string {
+		hdr := map[string]any{"alg": "ES256", "kid": kid, "typ": "at+jwt"}
+		unsigned := rawJWT(t, hdr, claims, nil)
+		input := unsigned[:len(unsigned)-1]
+		sum := sha256.Sum256([]byte(input))
+		rr, ss, err := ecdsa.Sign(rand.Reader, p384, sum[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig := make([]byte, 96)
+		rr.FillBytes(sig[:48])
+		ss.FillBytes(sig[48:])
+		return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	for name, raw := range map[string]string{
+		"ES256 by the P-384 key":         forge("p384"),
+		"ES256 by the P-384 key, no kid": forge(""),
+		"ES256 naming the RSA key":       signJWT(t, keysES, map[string]any{"kid": "ps-1"}, claims),
+		"ES256 naming the Ed25519 key":   signJWT(t, keysES, map[string]any{"kid": "ed-1"}, claims),
+	} {
+		if _, err := r.Resolve(context.Background(), bearer(raw)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+	// The same keys verify what they are for.
+	for name, raw := range map[string]string{
+		"ES256 by the P-256 key": signJWT(t, keysES, nil, claims),
+		"ES384 by the P-384 key": signJWT(t, keysP384, nil, claims),
+	} {
+		if _, err := r.Resolve(context.Background(), bearer(raw)); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 }
