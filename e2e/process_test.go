@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/phantom-authz/phantom-authz/e2e/ports"
 )
 
 // process is one program a test started, in a process group of its own so
@@ -179,15 +181,16 @@ func (p *process) waitHTTP(t *testing.T, url string, timeout time.Duration) {
 	}
 }
 
-// freePort returns a loopback TCP port nobody listens on right now.
+// freePort returns a loopback TCP port for a program the test starts:
+// nobody listens on it, no other test binary is handed it, and no outgoing
+// connection takes it as its source port (package ports).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // waitPortFree waits until nothing accepts connections on the loopback port.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/phantom-authz/phantom-authz/e2e/ports"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat. The
@@ -165,12 +166,6 @@ func (s *server) tail() string {
 	return string(b)
 }
 
-// freePort returns a loopback port nobody listens on right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort returns a loopback port for a program the bench starts, held
+// for this process and outside the ephemeral range (package ports).
+func freePort() (int, error) { return ports.Free() }
