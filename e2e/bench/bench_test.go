@@ -343,6 +343,20 @@ func TestProfileBuckets(t *testing.T) {
 	if strings.Contains(b.String(), "| JSON |") {
 		t.Errorf("an empty bucket is listed:\n%s", b.String())
 	}
+
+	// d is judged by its RSS, which a profile would inflate: it is not
+	// profiled, and the section says so rather than "profile missing".
+	var d strings.Builder
+	soak := &scenario{id: "d", title: "1,000 tokens", unprofiled: true}
+	profileMarkdown(&d, []*pair{{scenario: mk(soak, 50*time.Microsecond), noop: mk(&noop, 40*time.Microsecond)}})
+	if !strings.Contains(d.String(), "**d**: 1,000 tokens — not profiled") || strings.Contains(d.String(), "missing") {
+		t.Errorf("unprofiled scenario:\n%s", d.String())
+	}
+	for _, s := range scenarios(time.Minute) {
+		if s.id == "d" && !s.unprofiled {
+			t.Error("scenario d is profiled: the profiler's memory would be in the RSS it is judged by")
+		}
+	}
 }
 
 // The floor of a cold scenario is the no-op server's CPU plus its crypto,

@@ -226,7 +226,7 @@ func (e *env) runPair(ctx context.Context, sc *scenario, name string) (*pair, er
 				i = 1 - j // noop, scenario, scenario, noop, noop, ...
 			}
 			d := sides[i].window / time.Duration(slicesN)
-			if k == 0 {
+			if k == 0 && !sc.unprofiled {
 				// A CPU profile over the side's first slice, taken by the
 				// server while the slice runs: what is measured is the same.
 				profs[i] = e.startProfile(ctx, srvs[i], profileSeconds(d), name+"-"+sides[i].sc.id)

@@ -268,6 +268,10 @@ func profileMarkdown(b *strings.Builder, ps []*pair) {
 		"µs/check is the bucket's share × the server CPU/check measured over the whole window. Buckets under 0.5% in both columns are left out.\n\n")
 	for _, p := range ps {
 		s, n := p.scenario, p.noop
+		if s.sc.unprofiled {
+			fmt.Fprintf(b, "**%s**: %s — not profiled: the profiler's own memory would be in the RSS it is judged by.\n\n", s.sc.id, s.sc.title)
+			continue
+		}
 		fmt.Fprintf(b, "**%s**: %s — server CPU/check %s (%s); no-op server %s (%s).\n\n", s.sc.id, s.sc.title,
 			us(s.cpuPerCheck()), profileSummary(s), us(n.cpuPerCheck()), profileSummary(n))
 		if s.prof == nil {
