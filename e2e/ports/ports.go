@@ -46,8 +46,8 @@ func Free() (int, error) {
 		// contend for the same first ports.
 		next = lo + rand.IntN(hi-lo)
 	}
-	dir := filepath.Join(os.TempDir(), "phantom-authz-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+	dir := lockDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, err
 	}
 	for range hi - lo {
@@ -69,6 +69,13 @@ func Free() (int, error) {
 		return port, nil
 	}
 	return 0, fmt.Errorf("ports: no free port in [%d, %d)", lo, hi)
+}
+
+// lockDir holds one lock file per port, per user: another user's
+// directory could not be written here (the listen probe still keeps clear
+// of their ports).
+func lockDir() string {
+	return filepath.Join(os.TempDir(), "phantom-authz-ports-"+strconv.Itoa(os.Getuid()))
 }
 
 // claim takes the exclusive lock of port's file, or fails at once if

@@ -4,7 +4,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,7 +72,7 @@ func TestPortsAreNeverHandedOutTwice(t *testing.T) {
 // the parent took and reports the ones it got.
 func TestPortsHeldAcrossProcesses(t *testing.T) {
 	if list := os.Getenv("PORTS_CLAIM"); list != "" {
-		dir := filepath.Join(os.TempDir(), "phantom-authz-ports")
+		dir := lockDir()
 		for _, s := range strings.Split(list, ",") {
 			p, _ := strconv.Atoi(s)
 			if _, err := claim(dir, p); err == nil {
