@@ -35,6 +35,9 @@ type jwsHeader struct {
 	B64  json.RawMessage `json:"b64"`
 }
 
+// headerNames are the json names of jwsHeader's fields.
+var headerNames = [...]string{"alg", "kid", "typ", "crit", "b64"}
+
 var b64 = base64.RawURLEncoding.Strict()
 
 // parseCompact splits and decodes a compact JWS whose payload is a JSON
@@ -42,6 +45,13 @@ var b64 = base64.RawURLEncoding.Strict()
 // objects without trailing data, an alg. Numbers in the claims are
 // json.Number so they survive re-encoding unchanged.
 func parseCompact(raw string) (*compact, error) {
+	// Go's base64 decoders skip CR and LF, even in strict mode: without
+	// this check "header.payload.sig\n" (or a line break anywhere in the
+	// signature) verifies, another string with the same claims, which a
+	// revocation of the token (by its hash) does not name.
+	if strings.ContainsAny(raw, "\r\n") {
+		return nil, errors.New("not a compact JWS")
+	}
 	h, rest, ok := strings.Cut(raw, ".")
 	p, s, ok2 := strings.Cut(rest, ".")
 	if !ok || !ok2 || h == "" || p == "" || s == "" || strings.Contains(s, ".") {
@@ -78,7 +88,11 @@ func parseCompact(raw string) (*compact, error) {
 // uniqueNames refuses a JSON object (decodeObject accepted it) that names a
 // member twice: RFC 7515 §4 lets a JWS parser refuse such a header, and
 // must, for "alg": encoding/json keeps the last value, another parser the
-// first ({"alg":"none","alg":"ES256"}).
+// first ({"alg":"none","alg":"ES256"}). It also refuses a member spelled as
+// one of jwsHeader's in another case ("ALG", "Kid", "\u212aid" with the
+// Kelvin sign): encoding/json fills the field from it, case-insensitively,
+// while every JOSE library reads it as another, unknown member
+// ({"alg":"none","ALG":"ES256"} would be ES256 here, unsigned elsewhere).
 func uniqueNames(data []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if _, err := dec.Token(); err != nil { // {
@@ -93,6 +107,11 @@ func uniqueNames(data []byte) error {
 		name, _ := t.(string)
 		if seen[name] {
 			return fmt.Errorf("member %.40q appears twice", name)
+		}
+		for _, h := range headerNames {
+			if name != h && strings.EqualFold(name, h) {
+				return fmt.Errorf("member %.40q is %q in another case", name, h)
+			}
 		}
 		seen[name] = true
 		var skip json.RawMessage

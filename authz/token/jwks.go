@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -217,6 +218,12 @@ func (ks *keySet) fetch(ctx context.Context) (keys *publicKeys, err error) {
 			continue
 		}
 		if use, ok := k.KeyUsage(); ok && use != "" && use != "sig" {
+			continue
+		}
+		// key_ops (RFC 7517 §4.3) without verify: not a verification key
+		// either (an encryption key's private half may be a decryption
+		// oracle, and an RSA1_5 one can be made to sign).
+		if ops, ok := k.KeyOps(); ok && len(ops) > 0 && !slices.Contains(ops, jwk.KeyOpVerify) {
 			continue
 		}
 		pub, err := jwk.PublicRawKeyOf(k)

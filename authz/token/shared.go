@@ -1,9 +1,11 @@
 package token
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/elliptic"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
@@ -11,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"strconv"
 	"strings"
 	"sync"
@@ -428,35 +431,81 @@ var ErrNotShared = errors.New("token: revocation applied on this replica only")
 // Revoke makes the token raw inactive here at once, and everywhere when
 // replicas share a cache or a revocation channel: it replaces the cached
 // answer with an inactive marker for MaxTTL (in this replica's cache and the
-// shared one) and publishes the token's ID. It never contacts the OAuth
+// shared one) and publishes the token's ID; for an ECDSA-signed JWT, the
+// same for its twin (see sameToken). It never contacts the OAuth
 // server, which stays the authority: revoke the token there too, or the
 // token comes back as active once the marker expires. An error wraps
 // ErrNotShared: this replica applied the revocation, the others may not
 // have.
 func (r *Resolver) Revoke(ctx context.Context, raw string) error {
-	id := IDOf(raw)
-	r.forget(id)
 	r.stats.revokedLocal.Add(1)
-	var errs []string
-	if r.l2 != nil {
-		key := r.sharedKey(raw)
-		value, err := r.seal(raw, key, nil, r.now().Add(r.maxTTL))
-		if err == nil {
-			err = r.l2.Put(ctx, key, value, r.maxTTL)
+	var sharedErr, publishErr error
+	for _, s := range sameToken(raw) {
+		id := IDOf(s)
+		r.forget(id)
+		if r.l2 != nil {
+			key := r.sharedKey(s)
+			value, err := r.seal(s, key, nil, r.now().Add(r.maxTTL))
+			if err == nil {
+				err = r.l2.Put(ctx, key, value, r.maxTTL)
+			}
+			if err != nil && sharedErr == nil {
+				sharedErr = err
+			}
 		}
-		if err != nil {
-			errs = append(errs, "shared cache: "+err.Error())
+		if r.publisher != nil {
+			if err := r.publisher.PublishRevocation(ctx, id); err != nil && publishErr == nil {
+				publishErr = err
+			}
 		}
 	}
-	if r.publisher != nil {
-		if err := r.publisher.PublishRevocation(ctx, id); err != nil {
-			errs = append(errs, "revocation channel: "+err.Error())
-		}
+	var errs []string
+	if sharedErr != nil {
+		errs = append(errs, "shared cache: "+sharedErr.Error())
+	}
+	if publishErr != nil {
+		errs = append(errs, "revocation channel: "+publishErr.Error())
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w (%s)", ErrNotShared, strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// sameToken is raw and, when raw is an ES256, ES384 or ES512 JWS, its twin:
+// the same header and payload under the other valid signature of the same
+// r, (r, N-s). ECDSA signatures are malleable, so whoever holds a token
+// holds its twin and both verify; a revocation, which names a token by its
+// hash, must name both. (RSA and EdDSA signatures have one valid encoding,
+// and parseCompact admits one encoding of each.)
+func sameToken(raw string) []string {
+	c, err := parseCompact(raw)
+	if err != nil {
+		return []string{raw}
+	}
+	var curve elliptic.Curve
+	switch c.header.Alg {
+	case "ES256":
+		curve = elliptic.P256()
+	case "ES384":
+		curve = elliptic.P384()
+	case "ES512":
+		curve = elliptic.P521()
+	default:
+		return []string{raw}
+	}
+	size := (curve.Params().BitSize + 7) / 8
+	n := curve.Params().N
+	if len(c.sig) != 2*size {
+		return []string{raw}
+	}
+	s := new(big.Int).SetBytes(c.sig[size:])
+	if s.Sign() == 0 || s.Cmp(n) >= 0 {
+		return []string{raw}
+	}
+	sig := bytes.Clone(c.sig)
+	s.Sub(n, s).FillBytes(sig[size:])
+	return []string{raw, c.input + "." + b64.EncodeToString(sig)}
 }
 
 // ApplyRevocation makes the token with this ID inactive in this replica's
