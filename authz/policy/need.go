@@ -187,6 +187,7 @@ func claimNamesPassed(c *ast.Compiler, query ast.Body, data ast.Object, p claimP
 
 // stringArg resolves a call's argument to a string: a string term, a ref to
 // base data holding one, or a variable body binds (v = x, v := x) to either.
+// A negated equality binds nothing: `not v = "x"` holds for every v but "x".
 func stringArg(arg *ast.Term, body ast.Body, data ast.Object) (string, bool) {
 	if arg == nil {
 		return "", false
@@ -194,7 +195,7 @@ func stringArg(arg *ast.Term, body ast.Body, data ast.Object) (string, bool) {
 	if v, ok := arg.Value.(ast.Var); ok {
 		bound := false
 		for _, e := range body {
-			if !e.IsEquality() && !e.IsAssignment() {
+			if e.Negated || !e.IsEquality() && !e.IsAssignment() {
 				continue
 			}
 			l, r := e.Operand(0), e.Operand(1)
