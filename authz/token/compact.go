@@ -134,6 +134,13 @@ func decodeObject(data []byte, v any) error {
 	if !utf8.Valid(data) {
 		return errors.New("not valid UTF-8")
 	}
+	// The same for a \u escape of a UTF-16 surrogate that is not half of
+	// a pair (\ud800 alone): not a character (RFC 8259 §8.2), read as
+	// U+FFFD by encoding/json, so "bob\ud800" and "bob\udbff" would be one
+	// subject here ("bob\ufffd", also in a minted JWT) and two upstream.
+	if loneSurrogate(data) {
+		return errors.New("a \\u escape of a lone UTF-16 surrogate")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
@@ -143,6 +150,64 @@ func decodeObject(data []byte, v any) error {
 		return errors.New("data after the JSON object")
 	}
 	return nil
+}
+
+// loneSurrogate reports whether data, UTF-8 JSON, holds a \u escape of a
+// UTF-16 surrogate that is not a high one followed at once by the escape of
+// a low one. It reads every backslash as the start of an escape, as it is
+// in valid JSON (anywhere else the decoder refuses the text anyway).
+func loneSurrogate(data []byte) bool {
+	for i := 0; ; {
+		j := bytes.IndexByte(data[i:], '\\')
+		if j < 0 || i+j+1 >= len(data) {
+			return false
+		}
+		i += j
+		if data[i+1] != 'u' {
+			i += 2 // \\, \", \n...: the escaped byte is not a backslash to read
+			continue
+		}
+		r, ok := hex4(data[i+2:])
+		if !ok {
+			i += 2
+			continue
+		}
+		i += 6
+		switch {
+		case r >= 0xDC00 && r <= 0xDFFF:
+			return true
+		case r >= 0xD800 && r <= 0xDBFF:
+			if i+1 < len(data) && data[i] == '\\' && data[i+1] == 'u' {
+				if lo, ok := hex4(data[i+2:]); ok && lo >= 0xDC00 && lo <= 0xDFFF {
+					i += 6
+					continue
+				}
+			}
+			return true
+		}
+	}
+}
+
+// hex4 reads the four hexadecimal digits that start b.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 // issuerOf is peekIssuer's answer for raw, read from c (raw parsed) when

@@ -380,12 +380,14 @@ func (r *Resolver) load(ctx context.Context, raw string, c *compact) (tok *Token
 	tok.shareable()
 	if ttl := capTTL(r.ttl(tok, now), now, until); ttl > 0 {
 		r.store(raw, entry{tok: tok, until: now.Add(ttl).UnixNano()}, tokenCost(tok), ttl)
-		// A revocation that came while this resolution ran wins, whichever
-		// store ristretto applied last.
-		if r.revocations.has(IDOf(raw), r.now().UnixNano()) {
-			r.markInactive(raw)
-			return nil, ErrInactive
-		}
+	}
+	// A revocation that came while this resolution ran wins, whichever
+	// store ristretto applied last; so does one whose marker the cache
+	// evicted (see forget). Also for a token cached for no time (a JWT
+	// within its exp's skew).
+	if r.revocations.has(IDOf(raw), r.now().UnixNano()) {
+		r.markInactive(raw)
+		return nil, ErrInactive
 	}
 	return tok, nil
 }

@@ -44,7 +44,13 @@ import (
 //
 // A sealed value carries its absolute expiry, checked on every read, so an
 // old value written back (to revive a token that expired or was revoked) is
-// not served; nor is a token whose exp has passed. A value that fails
+// not served past it (at most MaxTTL after the introspection that sealed
+// it); nor is a token whose exp has passed. Before it, an active value
+// written back over a revocation marker is served by a replica that did not
+// apply the revocation (one started since): nothing in the store can prove
+// that a newer value was deleted. The replica that revoked the token
+// remembers it for MaxTTL (see forget); one told of it, while its cache
+// holds the marker. A value that fails
 // authentication is ignored (the token is resolved as if it were absent),
 // counted and logged at most once a minute, never trusted.
 //
@@ -442,7 +448,7 @@ func (r *Resolver) Revoke(ctx context.Context, raw string) error {
 	var sharedErr, publishErr error
 	for _, s := range sameToken(raw) {
 		id := IDOf(s)
-		r.forget(id)
+		r.forget(id, r.maxTTL)
 		if r.l2 != nil {
 			key := r.sharedKey(s)
 			value, err := r.seal(s, key, nil, r.now().Add(r.maxTTL))
@@ -511,16 +517,24 @@ func sameToken(raw string) []string {
 // ApplyRevocation makes the token with this ID inactive in this replica's
 // cache for MaxTTL: what another replica's Revoke published.
 func (r *Resolver) ApplyRevocation(id TokenID) {
-	r.forget(id)
+	r.forget(id, 0)
 	r.stats.revokedRemote.Add(1)
 }
 
 // forget replaces the cached answer of the token with this ID by an
 // inactive marker, and remembers the revocation for the resolutions under
-// way (see revoked).
-func (r *Resolver) forget(id TokenID) {
+// way (see load) and for keep: the cache is bounded, and evicts the marker
+// (or drops it under contention) like any entry, after which a JWT by value
+// would verify again, with no OAuth server to say it is revoked. A
+// revocation made here (Revoke, an authenticated call) is kept for MaxTTL,
+// as its marker is meant to be; one another replica published is kept for
+// revokedRetention only: its messages are not authenticated, so a flood of
+// them must not grow the set for long, and the marker in the shared cache
+// (Revoke's Put) answers for the rest of MaxTTL.
+func (r *Resolver) forget(id TokenID, keep time.Duration) {
 	now := r.now()
-	r.revocations.add(id, now.UnixNano(), now.Add(revokedRetention+2*r.lockTTL).UnixNano())
+	keep = max(keep, revokedRetention) + 2*r.lockTTL
+	r.revocations.add(id, now.UnixNano(), now.Add(keep).UnixNano())
 	r.markInactive(id.cacheKey())
 }
 
@@ -533,8 +547,9 @@ func (r *Resolver) markInactive(key string) {
 }
 
 // revokedRetention is how long a revocation is remembered apart from the
-// marker: longer than any resolution lasts (its steps have timeouts), so one
-// under way when the revocation came does not cache the token as active.
+// marker at least: longer than any resolution lasts (its steps have
+// timeouts), so one under way when the revocation came does not cache the
+// token as active. Revoke's own are remembered for MaxTTL (see forget).
 const revokedRetention = time.Minute
 
 // revocations are the token IDs revoked lately.
@@ -551,8 +566,11 @@ func (v *revocations) add(id TokenID, now, until int64) {
 	if v.until == nil {
 		v.until = make(map[TokenID]int64)
 	}
-	v.until[id] = until
-	// Sweep now and then: the map holds the revocations of the last minute.
+	if until > v.until[id] { // a later, shorter one does not cut it short
+		v.until[id] = until
+	}
+	// Sweep now and then: the map holds the revocations of the last
+	// minute, and those made here within MaxTTL.
 	if now-v.swept > int64(10*time.Second) {
 		v.swept = now
 		for k, u := range v.until {
