@@ -85,8 +85,11 @@ func derive(key PairwiseKey, sector, issuer, subject string) string {
 // pairwise sector: the claims Mint would put in it, with sub replaced by
 // the pairwise subject, pairwise_kid naming the key, and pairwise_previous
 // the subjects the other configured keys derive. The subject is the token's
-// sub (its client_id when it has none) qualified by its iss ("" when the
-// answer names none). A token whose upstream JWT
+// sub (its client_id when it has none) qualified by the issuer of the
+// server that vouched for it (tok.Issuer), or, when the configuration names
+// none, by the iss its answer names ("" when none): a server's answer is
+// not trusted to name another server's issuer, or to name none, and so
+// share that server's pseudonyms. A token whose upstream JWT
 // came from elsewhere (the OAuth server's, a client's JWT by value) is
 // re-minted here, since its sub must change.
 func (m *Minter) MintForSector(tok *token.Token, sector string) (string, time.Time, error) {
@@ -96,9 +99,12 @@ func (m *Minter) MintForSector(tok *token.Token, sector string) (string, time.Ti
 	if m.pairwise == nil {
 		return "", time.Time{}, errors.New("mint: pairwise: no keys configured")
 	}
-	iss, err := issClaim(tok)
-	if err != nil {
-		return "", time.Time{}, err
+	iss := tok.Issuer
+	if iss == "" {
+		var err error
+		if iss, err = issClaim(tok); err != nil {
+			return "", time.Time{}, err
+		}
 	}
 	return m.sign(tok, nil, m.pairwiseSubject(sector, iss))
 }

@@ -165,6 +165,45 @@ func TestPairwiseSubjectIncludesIssuer(t *testing.T) {
 	}
 }
 
+// Several authorization servers: the issuer in the derivation is the one
+// of the server that vouched for the token (its configured issuer), not
+// what its answer says. A server whose introspection answers name no iss
+// (RFC 7662 makes it optional), or name another server's issuer, must not
+// give its users that server's pseudonyms.
+func TestPairwiseIssuerIsTheVouchingServer(t *testing.T) {
+	const sector = "https://accounts.bank.example"
+	const asA, asB = "https://as-a.example", "https://as-b.example"
+	m := pairwiseMinter(t, mint.PairwiseKey{ID: "k", Secret: secretA})
+	at := func(server, issClaim string) string {
+		tok := activeToken()
+		tok.Issuer, tok.Subject = server, "alice"
+		tok.Claims = map[string]any{"sub": "alice"}
+		if issClaim != "" {
+			tok.Claims["iss"] = issClaim
+		}
+		got, _ := sectorClaims(t, m, tok, sector)["sub"].(string)
+		return got
+	}
+	aliceA := at(asA, asA)
+	if want := expectedPairwiseIss(secretA, sector, asA, "alice"); aliceA != want {
+		t.Fatalf("alice at A = %q, want the documented derivation %q", aliceA, want)
+	}
+	if got := at(asB, asA); got == aliceA {
+		t.Error("server B answering iss = A's issuer got A's alice's pseudonym")
+	}
+	if at(asA, "") != aliceA {
+		t.Error("A's answer without iss: alice is still A's alice")
+	}
+	if at(asA, "") == at(asB, "") {
+		t.Error("answers without iss from two servers derive one pseudonym")
+	}
+	// No issuer configured (one introspection server without
+	// introspection.issuer): the answer's iss, as before.
+	if got := at("", asA); got != aliceA {
+		t.Errorf("no configured issuer, answer iss A: %q, want A's alice %q", got, aliceA)
+	}
+}
+
 func TestPairwiseRotation(t *testing.T) {
 	const sector = "https://accounts.bank.example"
 	tok := activeToken()
