@@ -176,9 +176,22 @@ func (in *introspector) introspect(ctx context.Context, raw string) (*Token, err
 	if err != nil {
 		return nil, err
 	}
+	// A panic below (load recovers it) must still give back the place and,
+	// when this call is the half-open breaker's probe, report it: a failure.
+	// Held, max_concurrent panics would saturate introspection for good, and
+	// one panicking probe would keep the breaker half-open, refusing every
+	// call, until restart.
 	ctx, span := startSpan(in.tracer, ctx, "token.introspect")
+	reported := false
+	defer func() {
+		if !reported {
+			done(errPanicked)
+			endSpan(span, errPanicked)
+		}
+	}()
 	start := time.Now()
 	tok, err := in.do(ctx, raw)
+	reported = true
 	done(err)
 	if in.duration != nil {
 		in.duration.Record(ctx, time.Since(start).Seconds(), introspectionOutcomes[outcome(err)])
@@ -479,3 +492,6 @@ func (in *introspector) fromRFC9701(ctx context.Context, body []byte) (*Token, e
 	}
 	return in.fromIntrospection(obj, nil)
 }
+
+// errPanicked is what the guard is told of an introspection that panicked.
+var errPanicked = fmt.Errorf("%w: introspection: internal error", ErrUnavailable)

@@ -285,9 +285,15 @@ func (r *Resolver) resolveMiss(ctx context.Context, raw string) (*Token, bool, e
 		// below) a verification grew a new stack by copying it, 4% of the
 		// server's CPU under a stream of new JWTs (e2e/bench b1); and no
 		// caller would give up before it ends anyway. (Should the key set
-		// change in between and the key go, the flight fetches the JWKS,
-		// and its callers wait for that, within the JWKS timeout, instead
-		// of giving up with their context.)
+		// change in between and the key go, the lookup asks for a refresh:
+		// the refresh that replaced the set began less than refreshInterval
+		// ago unless a JWKS fetch may last longer than that (a timeout over
+		// 30s), so it is refused as too recent and the token refused at
+		// once. Otherwise the flight fetches the JWKS, and the callers that
+		// joined it before the change wait for that, within the JWKS
+		// timeout, instead of giving up with their context; later callers
+		// see the key gone and take a flight they can leave. See
+		// TestFlightReviewKeySetChangesUnderInlineFlight.)
 		res.Val, res.Err, res.Shared = r.flights.Do(key, flight)
 	} else {
 		select {
