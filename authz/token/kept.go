@@ -50,7 +50,7 @@ func (k *kept[T]) refresh(ctx context.Context, now time.Time, timeout time.Durat
 
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		next, err := fetch(fctx)
+		next, err := fetchRecovered(fctx, fetch)
 		if err != nil {
 			return cur, err
 		}
@@ -64,6 +64,19 @@ func (k *kept[T]) refresh(ctx context.Context, now time.Time, timeout time.Durat
 	case <-ctx.Done():
 		return k.cur.Load(), ctx.Err()
 	}
+}
+
+// fetchRecovered runs fetch, a panic in it (a parser's bug on what the
+// endpoint sent) being a failed fetch: the last good value stays. Unhandled,
+// it would end the process: singleflight re-panics a DoChan function's
+// panic on a goroutine of its own, which nothing can recover.
+func fetchRecovered[T any](ctx context.Context, fetch func(context.Context) (*T, error)) (next *T, err error) {
+	defer func() {
+		if recover() != nil {
+			next, err = nil, errors.New("fetch failed: internal error")
+		}
+	}()
+	return fetch(ctx)
 }
 
 // inBackground runs refresh in a goroutine of its own, unless one is
