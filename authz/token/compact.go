@@ -3,6 +3,7 @@ package token
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -190,24 +191,14 @@ func loneSurrogate(data []byte) bool {
 
 // hex4 reads the four hexadecimal digits that start b.
 func hex4(b []byte) (rune, bool) {
+	var v [2]byte
 	if len(b) < 4 {
 		return 0, false
 	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
+	if _, err := hex.Decode(v[:], b[:4]); err != nil {
+		return 0, false
 	}
-	return r, true
+	return rune(v[0])<<8 | rune(v[1]), true
 }
 
 // issuerOf is peekIssuer's answer for raw, read from c (raw parsed) when
